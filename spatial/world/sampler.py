@@ -1,0 +1,173 @@
+"""Sample a prompt and a scene that satisfies every relation in it.
+
+The layout is drawn first and the relations are read off it (only those that hold clearly), so
+every sampled prompt is satisfiable and consistent by construction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .grammar import format_prompt
+from .scene import CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine
+from .vocab import COLOURS, RELATIONS, SHAPES
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Knobs of the procedural world. The defaults are what the shipped toy models were trained on."""
+
+    min_objects: int = 2
+    """Fewest named objects in a prompt."""
+    max_objects: int = 4
+    """Most named objects in a prompt."""
+    max_relations: int = 3
+    """Most relations in a prompt (at least objects - 1, so every object is related)."""
+    min_size: float = 0.16
+    """Smallest object, as a fraction of the image side."""
+    max_size: float = 0.26
+    """Largest object, as a fraction of the image side."""
+    max_distractors: int = 2
+    """Most unnamed objects added to a scene."""
+    distractor_prob: float = 0.4
+    """Chance that a scene gets any distractors at all."""
+    gap: float = 0.04
+    """Smallest empty space between two objects' boxes, as a fraction of the side."""
+    border: float = 0.03
+    """Objects keep this far from the image edge."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A prompt, what it asks for, and a scene that satisfies it."""
+
+    prompt: str
+    spec: PromptSpec
+    scene: Scene
+
+
+def separated(a: SceneObject, b: SceneObject, gap: float) -> bool:
+    """True when the boxes are apart by at least `gap` along x or along y."""
+    ax0, ay0, ax1, ay1 = a.box
+    bx0, by0, bx1, by1 = b.box
+    return max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1) >= gap
+
+
+def place(rng: random.Random, colour: str, shape: str, size: float, cfg: WorldConfig, named=True):
+    lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
+    return SceneObject(colour, shape, rng.uniform(lo, hi), rng.uniform(lo, hi), size, named)
+
+
+def background(rng: random.Random) -> tuple[int, int, int]:
+    """A light tint: never saturated enough to be mistaken for an object colour."""
+    base = rng.randint(228, 250)
+    return tuple(min(255, base + rng.randint(-12, 5)) for _ in range(3))
+
+
+def clear_relations(objs: list[SceneObject]) -> dict[tuple[int, int], list[str]]:
+    """For each ordered pair, the relations that hold with margin CLEAR."""
+    out = {}
+    for i, a in enumerate(objs):
+        for j, b in enumerate(objs):
+            if i != j:
+                rels = [r for r in RELATIONS if direction_cosine(a.box, b.box, r) >= CLEAR]
+                if rels:
+                    out[(i, j)] = rels
+    return out
+
+
+def add_distractors(rng, objs: list[SceneObject], cfg: WorldConfig) -> list[SceneObject]:
+    """Unnamed objects, never a (colour, shape) that the prompt names."""
+    if rng.random() >= cfg.distractor_prob:
+        return objs
+    taken = {(o.colour, o.shape) for o in objs}
+    for _ in range(rng.randint(1, cfg.max_distractors)):
+        choices = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in taken]
+        colour, shape = rng.choice(choices)
+        for _ in range(50):
+            d = place(rng, colour, shape, rng.uniform(cfg.min_size, cfg.max_size), cfg, False)
+            if all(separated(d, o, cfg.gap) for o in objs):
+                objs = objs + [d]
+                taken.add((colour, shape))
+                break
+    return objs
+
+
+def _spanning_relations(rng, n: int, clear: dict, max_rel: int) -> list[tuple[int, int]] | None:
+    """A random tree over n objects using only clearly-related pairs, plus maybe one extra edge."""
+    order = list(range(n))
+    rng.shuffle(order)
+    edges: list[tuple[int, int]] = []
+    connected = [order[0]]
+    for k in order[1:]:
+        partners = [j for j in connected if (k, j) in clear]
+        if not partners:
+            return None
+        edges.append((k, rng.choice(partners)))
+        connected.append(k)
+    extra = [(i, j) for (i, j) in clear if i < j and (i, j) not in edges and (j, i) not in edges]
+    if len(edges) < max_rel and extra and rng.random() < 0.35:
+        edges.append(rng.choice(extra))
+    return edges
+
+
+def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
+    """A deterministic (prompt, spec, scene) for a seed."""
+    rng = random.Random(f"spatialworld:{seed}")
+    n = rng.randint(cfg.min_objects, min(cfg.max_objects, cfg.max_relations + 1))
+    kinds = [(c, s) for c in COLOURS for s in SHAPES]
+    while True:
+        picked = rng.sample(kinds, n)
+        objs: list[SceneObject] = []
+        for colour, shape in picked:
+            for _ in range(50):
+                o = place(rng, colour, shape, rng.uniform(cfg.min_size, cfg.max_size), cfg)
+                if all(separated(o, p, cfg.gap) for p in objs):
+                    objs.append(o)
+                    break
+        if len(objs) < n:
+            continue
+        clear = clear_relations(objs)
+        edges = _spanning_relations(rng, n, clear, cfg.max_relations)
+        if edges is None:
+            continue
+        relations = []
+        for i, j in edges:
+            if rng.random() < 0.5:
+                i, j = j, i
+            relations.append((i, rng.choice(clear[(i, j)]), j))
+        rng.shuffle(relations)
+        # Number objects in order of first mention, as the prompt text will read.
+        mention: list[int] = []
+        for i, _, j in relations:
+            mention += [k for k in (i, j) if k not in mention]
+        remap = {old: new for new, old in enumerate(mention)}
+        named = [objs[k] for k in mention]
+        spec = PromptSpec(
+            objects=tuple((o.colour, o.shape) for o in named),
+            relations=tuple(Relation(remap[i], p, remap[j]) for i, p, j in relations),
+        )
+        scene = Scene(tuple(add_distractors(rng, named, cfg)), background(rng), seed)
+        return Example(format_prompt(spec, rng), spec, scene)
+
+
+def sample_prompts(n: int, seed: int, cfg: WorldConfig = WorldConfig()) -> list[str]:
+    """n prompts; prompt i comes from example seed `seed * 1_000_003 + i` (disjoint across seeds)."""
+    return [sample_example(example_seed(seed, i), cfg).prompt for i in range(n)]
+
+
+def example_seed(seed: int, index: int) -> int:
+    """The example seed of item `index` of a run with seed `seed`; distinct runs never collide
+    for index < 1,000,003."""
+    return seed * 1_000_003 + index
+
+
+def spec_holds(spec: PromptSpec, scene: Scene, threshold: float = CLEAR) -> list[bool]:
+    """Ground truth: does each relation of `spec` hold in `scene` (named objects by name)?"""
+    by_name = {(o.colour, o.shape): o for o in scene.objects}
+    out = []
+    for r in spec.relations:
+        a, b = by_name[spec.objects[r.subject]], by_name[spec.objects[r.object]]
+        out.append(direction_cosine(a.box, b.box, r.predicate) >= threshold)
+    return out
