@@ -171,3 +171,24 @@ def spec_holds(spec: PromptSpec, scene: Scene, threshold: float = CLEAR) -> list
         a, b = by_name[spec.objects[r.subject]], by_name[spec.objects[r.object]]
         out.append(direction_cosine(a.box, b.box, r.predicate) >= threshold)
     return out
+
+
+def scene_for(spec: PromptSpec, seed: int = 0, cfg: WorldConfig = WorldConfig(), tries: int = 5000) -> Scene:
+    """A scene that clearly satisfies any readable prompt (e.g. one a user typed).
+
+    Raises ValueError when no layout is found, which in practice means the relations contradict
+    each other ("A left of B" and "B left of A").
+    """
+    rng = random.Random(f"scene_for:{seed}")
+    for _ in range(tries):
+        objs: list[SceneObject] = []
+        for colour, shape in spec.objects:
+            o = place(rng, colour, shape, rng.uniform(cfg.min_size, cfg.max_size), cfg)
+            if not all(separated(o, p, cfg.gap) for p in objs):
+                break
+            objs.append(o)
+        else:
+            scene = Scene(tuple(objs), background(rng), seed)
+            if all(spec_holds(spec, scene)):
+                return scene
+    raise ValueError("no layout satisfies every relation in this prompt; do some contradict each other?")
