@@ -1,0 +1,103 @@
+"""Sampling, rendering and perturbations of SpatialWorld scenes."""
+
+import numpy as np
+import pytest
+
+from spatial.world import KINDS, perturb, render, sample_example, sample_pair, spec_holds
+from spatial.world.sampler import WorldConfig, scene_for, separated
+from spatial.world.scene import CLEAR, CLEARLY_NOT, direction_cosine
+from spatial.world.grammar import parse_prompt
+
+import random
+
+
+def test_same_seed_same_example_and_identical_pixels():
+    a, b = sample_example(42), sample_example(42)
+    assert a == b
+    assert np.array_equal(np.asarray(render(a.scene, 64)), np.asarray(render(b.scene, 64)))
+
+
+def test_different_seeds_give_different_examples():
+    assert len({sample_example(s).prompt for s in range(50)}) > 45
+
+
+def test_sampled_scenes_satisfy_every_relation_clearly_and_keep_objects_apart():
+    cfg = WorldConfig()
+    for seed in range(200):
+        ex = sample_example(seed)
+        assert all(spec_holds(ex.spec, ex.scene, CLEAR))
+        objs = ex.scene.objects
+        assert all(separated(a, b, cfg.gap) for i, a in enumerate(objs) for b in objs[i + 1 :])
+        assert all(0.0 <= v <= 1.0 for o in objs for v in o.box)
+
+
+def test_distractors_are_never_objects_the_prompt_names():
+    with_distractors = 0
+    for seed in range(200):
+        ex = sample_example(seed)
+        named = set(ex.spec.objects)
+        extra = [o for o in ex.scene.objects if not o.named]
+        with_distractors += bool(extra)
+        assert all((o.colour, o.shape) not in named for o in extra)
+    assert with_distractors > 20
+
+
+def test_render_any_resolution_with_background_variation():
+    ex = sample_example(3)
+    for size in (16, 32, 64, 200):
+        assert render(ex.scene, size).size == (size, size)
+    tints = {sample_example(s).scene.background for s in range(30)}
+    assert len(tints) > 10
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_perturbation_breaks_the_original_and_satisfies_the_perturbed_prompt(kind):
+    done = 0
+    for seed in range(60):
+        ex = sample_example(seed)
+        p = perturb(ex, kind, random.Random(seed))
+        if p is None:
+            continue
+        done += 1
+        original = spec_holds(ex.spec, p.scene, CLEAR)
+        assert not all(original)
+        assert all(spec_holds(p.spec, p.scene, CLEAR))
+        assert p.changed and all(not original[k] for k in p.changed)
+        # Broken relations are clearly broken, not borderline.
+        objs = {(o.colour, o.shape): o for o in p.scene.objects}
+        for k in p.changed:
+            r = ex.spec.relations[k]
+            a, b = objs[ex.spec.objects[r.subject]], objs[ex.spec.objects[r.object]]
+            assert direction_cosine(a.box, b.box, r.predicate) <= CLEARLY_NOT
+        # Everything but positions is kept.
+        assert p.scene.background == ex.scene.background
+        assert sorted((o.colour, o.shape, o.size, o.named) for o in p.scene.objects) == sorted(
+            (o.colour, o.shape, o.size, o.named) for o in ex.scene.objects
+        )
+        assert set(p.spec.objects) == set(ex.spec.objects)
+        assert parse_prompt(p.prompt) == p.spec
+    assert done >= 20, f"{kind} applied to only {done} of 60 examples"
+
+
+def test_flip_and_axis_change_exactly_one_relation_text():
+    for kind in ("flip", "axis"):
+        for seed in range(30):
+            ex = sample_example(seed)
+            p = perturb(ex, kind, random.Random(seed))
+            if p is None:
+                continue
+            # Same objects, same relation count, exactly one relation's wording changed.
+            assert len(p.spec.relations) == len(ex.spec.relations)
+            assert len(set(ex.spec.describe()) ^ set(p.spec.describe())) == 2
+
+
+def test_pairs_are_deterministic_and_cover_all_kinds():
+    assert sample_pair(5).perturbation == sample_pair(5).perturbation
+    assert {sample_pair(s).perturbation.kind for s in range(80)} == set(KINDS)
+
+
+def test_scene_for_a_typed_prompt_and_refusal_of_contradictions():
+    spec = parse_prompt("a red circle left of a blue square, and the blue square above a green triangle")
+    assert all(spec_holds(spec, scene_for(spec, seed=1)))
+    with pytest.raises(ValueError, match="contradict"):
+        scene_for(parse_prompt("a red circle left of a blue square; the blue square left of the red circle"), tries=300)
