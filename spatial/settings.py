@@ -1,0 +1,61 @@
+"""Application settings, read from the environment (a Space's variables and secrets, or a shell).
+
+Every setting has a default that runs the embedded toy world offline. The README documents each.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    preset: str = "toy"
+    """Generation preset: `toy` (bundled, offline) or `flux-dev`."""
+    data_dir: Path = REPO_ROOT / "runs"
+    """Where the app keeps its state: SQLite databases, training runs, annotation images."""
+    admins: tuple[str, ...] = ()
+    """Hugging Face user names allowed to train and see statistics. Empty: the Space owner on a
+    Space, the local user elsewhere."""
+    space_id: str | None = None
+    """Set by Hugging Face on a Space (`SPACE_ID`, e.g. `owner/name`)."""
+    local_user: str = field(default_factory=lambda: os.environ.get("SPATIAL_LOCAL_USER") or getpass.getuser())
+    """The user name the local (mocked) login signs in as, off a Space."""
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "AppSettings":
+        env = os.environ if env is None else env
+        return cls(
+            preset=env.get("SPATIAL_PRESET", "toy"),
+            data_dir=Path(env.get("SPATIAL_DATA_DIR", REPO_ROOT / "runs")),
+            admins=_split(env.get("SPATIAL_ADMINS")),
+            space_id=env.get("SPACE_ID") or None,
+            local_user=env.get("SPATIAL_LOCAL_USER") or getpass.getuser(),
+            server_name=env.get("GRADIO_SERVER_NAME", "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
+            server_port=int(env.get("GRADIO_SERVER_PORT", "7860")),
+        )
+
+    @property
+    def on_space(self) -> bool:
+        return self.space_id is not None
+
+    def admin_names(self) -> tuple[str, ...]:
+        if self.admins:
+            return self.admins
+        if self.space_id:
+            return (self.space_id.split("/")[0],)
+        return (self.local_user,)
+
+    def is_admin(self, user: str | None) -> bool:
+        return user is not None and user in self.admin_names()

@@ -1,0 +1,54 @@
+"""The Gradio front end. `build_app` composes the tabs; each tab lives in its own module."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from spatial.settings import AppSettings
+
+from .auth import enable_local_login, user_name
+from .world import build_world_tab
+
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
+CSS = """
+.spatial-header h1 { margin-bottom: 0; }
+.spatial-header p { margin-top: 4px; opacity: 0.8; }
+"""
+HEAD = '<meta name="description" content="Spatial Studio: teach text-to-image models spatial layout">'
+
+
+def build_app(settings: AppSettings | None = None) -> gr.Blocks:
+    settings = settings or AppSettings.from_env()
+    enable_local_login(settings)
+    with gr.Blocks(title="Spatial Studio") as demo:
+        with gr.Row(elem_classes="spatial-header"):
+            gr.Markdown(
+                "# Spatial Studio\nSpatialScore + Spatial-RL: score, label and train text-to-image models "
+                f"on spatial layout. Preset: `{settings.preset}`."
+            )
+            gr.LoginButton(scale=0)
+        who = gr.Markdown(elem_id="who")
+        with gr.Tabs():
+            with gr.Tab("SpatialWorld", id="world"):
+                build_world_tab()
+
+        def greet(profile: gr.OAuthProfile | None) -> str:
+            name = user_name(profile)
+            if name is None:
+                return "Not signed in: sign in to annotate or train."
+            role = "admin" if settings.is_admin(name) else "annotator"
+            return f"Signed in as **{name}** ({role})."
+
+        demo.load(greet, None, who, api_name=False)
+    return demo
+
+
+def launch_kwargs(settings: AppSettings) -> dict:
+    return {
+        "server_name": settings.server_name,
+        "server_port": settings.server_port,
+        "theme": THEME,
+        "css": CSS,
+        "head": HEAD,
+        "show_error": True,
+    }

@@ -1,0 +1,17 @@
+"""Small formatting helpers shared by the tabs."""
+
+from __future__ import annotations
+
+from spatial.world import CheckResult
+
+_MARK = {"true": "holds:", "false": "**violated:**", "unknown": "unknown (object missing):"}
+
+
+def verdict_markdown(result: CheckResult) -> str:
+    head = "**Oracle: satisfied**" if result.satisfied else "**Oracle: not satisfied**"
+    lines = [head]
+    for o in result.objects:
+        lines.append(f"- {o['name']}: {'found' if o['found'] else '**not found**'}")
+    for r in result.relations:
+        lines.append(f"- {_MARK[r['verdict']]} {r['subject']} *{r['relation']}* {r['object']}")
+    return "\n".join(lines)
