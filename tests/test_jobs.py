@@ -1,0 +1,183 @@
+"""The job manager: a queue in SQLite, one job at a time, graceful cancel, restart recovery, resume.
+
+Jobs run `tests/helpers/job_trainer.py`, a real subprocess that follows the trainer contract with
+sleeps instead of model code, so these tests take seconds; the real trainers are exercised by their
+own tests and the browser test.
+"""
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from spatial.jobs import Actor, JobError, JobManager, PermissionDenied, config_to_args
+
+ADMIN = Actor("alice", is_admin=True)
+VISITOR = Actor("bob", is_admin=False)
+TRAINERS = {"toy": "tests.helpers.job_trainer"}
+
+
+@pytest.fixture
+def manager(tmp_path):
+    m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=3, poll_s=0.1, use_accelerate=False)
+    yield m
+    m.close()
+    for job in m.list(ADMIN):
+        if job.status in ("running", "cancelling") and job.pid:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def wait_for(manager, job_id, statuses, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = manager.get(job_id, ADMIN)
+        if job.status in statuses:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job stayed {manager.get(job_id, ADMIN).status}")
+
+
+def test_a_job_runs_to_success_with_progress_metrics_log_and_checkpoints(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 4, "step_seconds": 0.1})
+    assert job.status == "queued"
+    job = wait_for(manager, job.id, ("succeeded", "failed"))
+    assert job.status == "succeeded" and job.exit_code == 0
+    assert manager.progress(job.id, ADMIN) == 1.0
+    assert [m["step"] for m in manager.metrics(job.id, ADMIN)] == [1, 2, 3, 4]
+    assert "done" in manager.log_tail(job.id, ADMIN)
+    paths = [c["path"] for c in manager.checkpoints("toy")]
+    assert paths[0].endswith("checkpoint-4") and paths[-1].endswith("final")
+
+
+def test_one_job_at_a_time_the_rest_wait_in_order(manager):
+    a = manager.submit(ADMIN, "toy", {"steps": 3, "step_seconds": 0.3})
+    b = manager.submit(ADMIN, "toy", {"steps": 1, "step_seconds": 0.1})
+    wait_for(manager, a.id, ("running",))
+    assert manager.get(b.id, ADMIN).status == "queued" and manager.gpu_busy()
+    a = wait_for(manager, a.id, ("succeeded",))
+    b = wait_for(manager, b.id, ("succeeded",))
+    assert b.started >= a.finished
+
+
+def test_a_failing_job_is_marked_failed_with_the_error_line(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 5, "step_seconds": 0.05, "fail_at": 2})
+    job = wait_for(manager, job.id, ("failed",))
+    assert job.exit_code == 3 and "planned failure" in job.error
+
+
+def test_cancel_is_graceful_the_trainer_saves_then_resume_continues(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 40, "step_seconds": 0.1})
+    wait_for(manager, job.id, ("running",))
+    while not manager.metrics(job.id, ADMIN):
+        time.sleep(0.05)
+    manager.cancel(job.id, ADMIN)
+    job = wait_for(manager, job.id, ("cancelled",))
+    assert "saved and stopping" in manager.log_tail(job.id, ADMIN)
+    saved = max(c["step"] for c in manager.checkpoints("toy") if c["job"] == job.id)
+    manager.resume(job.id, ADMIN)
+    job = wait_for(manager, job.id, ("succeeded",), timeout=90)
+    steps = [m["step"] for m in manager.metrics(job.id, ADMIN)]
+    assert f"resuming from step {saved}" in manager.log_tail(job.id, ADMIN, lines=200)
+    assert steps[-1] == 40 and steps.count(saved + 1) == 1
+
+
+def test_cancel_forces_a_stuck_job_and_its_whole_process_tree_ends(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 200, "step_seconds": 0.1, "ignore_sigterm": True})
+    job = wait_for(manager, job.id, ("running",))
+    pid = job.pid
+    manager.cancel(job.id, ADMIN)
+    assert manager.get(job.id, ADMIN).status == "cancelling"
+    wait_for(manager, job.id, ("cancelled",), timeout=30)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_cancelling_a_queued_job_never_starts_it(manager):
+    a = manager.submit(ADMIN, "toy", {"steps": 3, "step_seconds": 0.3})
+    b = manager.submit(ADMIN, "toy", {"steps": 1})
+    manager.cancel(b.id, ADMIN)
+    wait_for(manager, a.id, ("succeeded",))
+    time.sleep(0.5)
+    b = manager.get(b.id, ADMIN)
+    assert b.status == "cancelled" and b.started is None
+
+
+def test_restart_adopts_a_live_job_and_fails_an_orphan(tmp_path):
+    first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    live = first.submit(ADMIN, "toy", {"steps": 15, "step_seconds": 0.2})
+    live = wait_for(first, live.id, ("running",))
+    first.close()  # the app goes away; the job's process keeps running
+    # A second job whose process died while the app was down.
+    second = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    try:
+        orphan = second.submit(ADMIN, "toy", {"steps": 1})
+        second._set(orphan.id, status="running", pid=live.pid + 10**6, pid_created=0.0)
+        second.close()
+        third = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+        assert third.get(orphan.id, ADMIN).status == "failed"
+        assert "restarted" in third.get(orphan.id, ADMIN).error
+        assert third.get(live.id, ADMIN).status == "running"
+        assert wait_for(third, live.id, ("succeeded", "failed"), timeout=60).status == "succeeded"
+        third.close()
+    finally:
+        try:
+            os.killpg(live.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_non_admins_cannot_start_cancel_or_see_others_jobs(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 1})
+    with pytest.raises(PermissionDenied):
+        manager.submit(VISITOR, "toy", {"steps": 1})
+    with pytest.raises(PermissionDenied):
+        manager.cancel(job.id, VISITOR)
+    with pytest.raises(JobError):
+        manager.get(job.id, VISITOR)
+    assert manager.list(VISITOR) == [] and manager.list(Actor(None)) == []
+
+
+@pytest.mark.parametrize("config", [{"bad-name": 1}, {"x; rm -rf /": 1}, {"Upper": 2}])
+def test_setting_names_are_validated_before_anything_runs(manager, config):
+    with pytest.raises(JobError, match="invalid setting name"):
+        manager.submit(ADMIN, "toy", config)
+    assert manager.list(ADMIN) == []
+
+
+def test_unknown_kinds_are_refused(manager):
+    with pytest.raises(JobError, match="unknown job kind"):
+        manager.submit(ADMIN, "../../etc", {})
+
+
+def test_config_becomes_argv_without_secrets_in_it():
+    assert config_to_args({"lr": 0.5, "ema": True, "ks": [1, 2]}) == ["--lr", "0.5", "--ema", "true", "--ks", "1,2"]
+
+
+def test_tokens_are_redacted_from_log_tails(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 1})
+    wait_for(manager, job.id, ("succeeded",))
+    with open(os.path.join(job.run_dir, "log.txt"), "a") as f:
+        f.write("using token hf_abcdefghijklmnopqrstuvwxyz\n")
+    assert "hf_abcdefghijkl" not in manager.log_tail(job.id, ADMIN)
+
+
+@pytest.mark.slow
+def test_jobs_run_under_accelerate_launch_and_cancel_reaches_the_worker(tmp_path):
+    m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=10, poll_s=0.1, use_accelerate=True)
+    try:
+        ok = m.submit(ADMIN, "toy", {"steps": 2, "step_seconds": 0.1})
+        assert "accelerate.commands.launch" in m.command(m.get(ok.id, ADMIN))
+        assert wait_for(m, ok.id, ("succeeded", "failed"), timeout=120).status == "succeeded"
+        long = m.submit(ADMIN, "toy", {"steps": 400, "step_seconds": 0.1})
+        wait_for(m, long.id, ("running",), timeout=60)
+        while not m.metrics(long.id, ADMIN):
+            time.sleep(0.1)
+        m.cancel(long.id, ADMIN)
+        assert wait_for(m, long.id, ("cancelled",), timeout=60).status == "cancelled"
+        assert "saved and stopping" in m.log_tail(long.id, ADMIN, lines=100)
+    finally:
+        m.close()
