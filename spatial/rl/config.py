@@ -1,0 +1,126 @@
+"""GRPOConfig: every knob of a Spatial-RL run, with defaults that work and two named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class GRPOConfig:
+    """Spatial-RL: GRPO on a FLUX transformer with a LoRA, rewarded by a spatial scorer."""
+
+    output_dir: str = "runs/grpo"
+    """Where checkpoints, metrics.jsonl, evaluation images and the final LoRA go."""
+    preset: str = "toy"
+    """Generation preset whose defaults fill unset fields: `toy` or `flux-dev`."""
+    base_model: str | None = None
+    """Base FLUX pipeline (folder or Hub id); empty: the preset's."""
+    reward: str = "spatialscore"
+    """Reward: `spatialscore`, `judge` (zero-shot VLM), `oracle` (SpatialWorld rules) or a checkpoint path."""
+    reward_model: str | None = None
+    """SpatialScore checkpoint (folder or Hub id); empty: the preset's bundled one."""
+    prompts: str | None = None
+    """Training prompts, one per line; empty: SpatialWorld prompts from `prompt_seed`."""
+    num_prompts: int = 4000
+    """How many SpatialWorld prompts to draw when `prompts` is empty."""
+    prompt_seed: int = 101
+    """Seed of the SpatialWorld training prompts (evaluation uses other seeds)."""
+    group_size: int = 8
+    """G: images sampled per prompt; advantages are normalised within each group."""
+    top_k: int = 0
+    """Keep only the k best and k worst of each group (0 keeps all; needs 2k <= G)."""
+    prompts_per_iteration: int = 4
+    """Prompts (groups) sampled per iteration and process."""
+    iterations: int = 100
+    """Sampling + training rounds."""
+    inner_epochs: int = 1
+    """Passes over each iteration's samples."""
+    sample_steps: int = 8
+    """Denoising steps when sampling for training."""
+    eval_steps: int = 20
+    """Denoising steps for evaluation images."""
+    guidance: float = 3.5
+    """FLUX distilled guidance scale."""
+    resolution: int = 64
+    """Image side in pixels."""
+    noise_level: float = 0.7
+    """a in the SDE's std = a * sqrt(sigma / (1 - sigma))."""
+    train_timestep_fraction: float = 1.0
+    """Fraction of the sampling steps trained on (the earliest ones, where layout is decided)."""
+    lora_rank: int = 16
+    """LoRA rank on the transformer's attention and feed-forward layers."""
+    lora_alpha: int = 32
+    """LoRA alpha (scale = alpha / rank)."""
+    learning_rate: float = 3e-4
+    """AdamW learning rate for the LoRA."""
+    clip_range: float = 1e-4
+    """PPO clip range on the probability ratio."""
+    adv_clip: float = 5.0
+    """Advantages are clipped to [-adv_clip, adv_clip]."""
+    beta: float = 0.004
+    """Weight of the KL penalty to the reference (the LoRA-off transformer)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (saves memory on large models)."""
+    mixed_precision: str = "auto"
+    """`bf16`, `no`, or `auto` (bf16 on CUDA, fp32 on CPU). Log-probs are always fp32."""
+    ema: bool = False
+    """Keep an exponential moving average of the LoRA weights and save it."""
+    ema_decay: float = 0.95
+    """EMA decay per iteration."""
+    save_every: int = 10
+    """Save a checkpoint every this many iterations."""
+    eval_every: int = 10
+    """Render the fixed evaluation prompts every this many iterations."""
+    eval_prompts: int = 4
+    """How many fixed evaluation prompts (x 2 seeds) to render."""
+    seed: int = 0
+    """Seed of sampling noise and initialisation."""
+    resume: bool = False
+    """Continue from the last checkpoint in output_dir."""
+
+    def validate(self) -> None:
+        """Refuse bad configurations before any compute, with one clear message."""
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 to compare samples, got {self.group_size}")
+        if self.top_k < 0 or 2 * self.top_k > self.group_size:
+            raise ValueError(f"top_k must satisfy 0 <= 2k <= group_size ({self.group_size}), got k={self.top_k}")
+        positive = ("prompts_per_iteration", "iterations", "inner_epochs", "sample_steps", "eval_steps", "lora_rank",
+                    "save_every", "eval_every", "num_prompts")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.train_timestep_fraction <= 1:
+            raise ValueError("train_timestep_fraction must be in (0, 1]")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.resolution % 16 or not 16 <= self.resolution <= 2048:
+            raise ValueError(f"resolution must be a multiple of 16 between 16 and 2048, got {self.resolution}")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise ValueError("mixed_precision must be auto, bf16 or no")
+        if not 0 <= self.noise_level <= 2:
+            raise ValueError("noise_level must be in [0, 2]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Presets extend the defaults above. flux-dev follows the paper's top-k study (G=24, k=6).
+PRESETS: dict[str, dict] = {
+    "toy": {"preset": "toy"},
+    "flux-dev": {
+        "preset": "flux-dev",
+        "resolution": 512,
+        "group_size": 24,
+        "top_k": 6,
+        "prompts_per_iteration": 2,
+        "sample_steps": 10,
+        "eval_steps": 28,
+        "lora_rank": 32,
+        "lora_alpha": 64,
+        "learning_rate": 1e-4,
+        "gradient_checkpointing": True,
+        "train_timestep_fraction": 0.6,
+    },
+}
