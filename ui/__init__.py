@@ -7,6 +7,8 @@ import gradio as gr
 from spatial.settings import AppSettings
 
 from .auth import enable_local_login, user_name
+from .context import AppContext
+from .train import build_train_tab
 from .world import build_world_tab
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
@@ -20,6 +22,7 @@ HEAD = '<meta name="description" content="Spatial Studio: teach text-to-image mo
 def build_app(settings: AppSettings | None = None) -> gr.Blocks:
     settings = settings or AppSettings.from_env()
     enable_local_login(settings)
+    ctx = AppContext(settings)
     with gr.Blocks(title="Spatial Studio") as demo:
         with gr.Row(elem_classes="spatial-header"):
             gr.Markdown(
@@ -31,6 +34,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("SpatialWorld", id="world"):
                 build_world_tab()
+            with gr.Tab("Train", id="train"):
+                build_train_tab(ctx)
 
         def greet(profile: gr.OAuthProfile | None) -> str:
             name = user_name(profile)

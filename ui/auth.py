@@ -9,6 +9,7 @@ local user, with no network.
 from __future__ import annotations
 
 import time
+import warnings
 
 import gradio as gr
 
@@ -48,6 +49,7 @@ def enable_local_login(settings: AppSettings) -> None:
         }
 
     oauth._get_mocked_oauth_info = local_oauth_info
+    warnings.filterwarnings("ignore", message="Gradio does not support OAuth features outside of a Space")
 
 
 def user_name(profile: gr.OAuthProfile | None) -> str | None:

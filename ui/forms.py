@@ -1,0 +1,51 @@
+"""Gradio forms built from config dataclasses, so the Train tab and the CLIs share names,
+defaults, help texts and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import gradio as gr
+
+from spatial.cli import _base_type, coerce, field_docs
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def component_for(cls, field: dataclasses.Field, value) -> gr.components.Component:
+    tp = _base_type(typing.get_type_hints(cls)[field.name])
+    info = field_docs(cls).get(field.name)
+    if tp is bool:
+        return gr.Checkbox(value=bool(value), label=_label(field.name), info=info)
+    if tp is int:
+        return gr.Number(value=value, precision=0, label=_label(field.name), info=info)
+    if tp is float:
+        return gr.Number(value=value, label=_label(field.name), info=info)
+    return gr.Textbox(value="" if value is None else str(value), label=_label(field.name), info=info, max_lines=1)
+
+
+class DataclassForm:
+    """Components for some fields of a config dataclass and the code to read them back."""
+
+    def __init__(self, cls, shown: list[str], defaults: dict | None = None, hidden: tuple[str, ...] = ()):
+        self.cls = cls
+        self.defaults = defaults or {}
+        self.fields = [f for f in dataclasses.fields(cls) if f.name in shown and f.name not in hidden]
+        base = cls(**self.defaults)
+        self.components = [component_for(cls, f, getattr(base, f.name)) for f in self.fields]
+
+    def build(self, values: list, **fixed):
+        """The dataclass from form values (plus fixed fields); ValueError names the bad field."""
+        given = {}
+        for f, v in zip(self.fields, values):
+            try:
+                given[f.name] = coerce(self.cls, f.name, v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{_label(f.name)}: {e}") from None
+        config = self.cls(**{**self.defaults, **given, **fixed})
+        if hasattr(config, "validate"):
+            config.validate()
+        return config

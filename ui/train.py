@@ -1,0 +1,110 @@
+"""The Train tab (admins): start reward-model or GRPO runs, watch them, cancel or resume them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from spatial.jobs import JobError
+from spatial.rl.config import PRESETS as GRPO_PRESETS
+from spatial.rl.config import GRPOConfig
+
+from .context import AppContext
+from .forms import DataclassForm
+
+GRPO_FIELDS = ["preset", "reward", "group_size", "top_k", "prompts_per_iteration", "iterations", "sample_steps",
+               "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "seed"]  # fmt: skip
+JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]
+
+
+def _when(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def job_table(ctx: AppContext, profile) -> pd.DataFrame:
+    actor = ctx.actor(profile)
+    rows = []
+    for job in ctx.jobs.list(actor):
+        p = ctx.jobs.progress(job.id, actor)
+        rows.append([job.id, job.kind, job.status, "" if p is None else f"{p:.0%}", job.owner, _when(job.created)])
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+def job_detail(ctx: AppContext, job_id: str | None, profile):
+    """Status line, progress, log tail, metrics curve and evaluation images of one job."""
+    empty = ("", None, "", pd.DataFrame({"step": [], "value": [], "metric": []}), [])
+    if not job_id:
+        return empty
+    actor = ctx.actor(profile)
+    try:
+        job = ctx.jobs.get(job_id, actor)
+    except JobError:
+        return empty
+    p = ctx.jobs.progress(job_id, actor)
+    status = f"**{job.id}** · {job.kind} · **{job.status}**" + (f" · {job.error}" if job.error else "")
+    long = []
+    for row in ctx.jobs.metrics(job_id, actor):
+        for key in ("loss", "reward_mean", "accuracy", "kl", "eval_accuracy", "eval_reward"):
+            if key in row and "step" in row:
+                long.append({"step": row["step"], "value": float(row[key]), "metric": key})
+    curves = pd.DataFrame(long or {"step": [], "value": [], "metric": []})
+    images = sorted(Path(job.run_dir).glob("eval/*/*.png"))[-12:]
+    gallery = [(str(path), f"{path.parent.name}: {path.stem}") for path in images]
+    return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), curves, gallery
+
+
+def build_train_tab(ctx: AppContext) -> None:
+    gr.Markdown("Start and watch training runs on this machine's accelerator. Admins only.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Tab("Spatial-RL (GRPO)"):
+                grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"])
+                start_grpo = gr.Button("Start GRPO run", variant="primary")
+        with gr.Column(scale=3):
+            jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True)
+            selected = gr.Dropdown(label="Job", choices=[], allow_custom_value=True)
+            status = gr.Markdown()
+            progress = gr.Slider(0, 100, label="Progress (%)", interactive=False)
+            with gr.Row():
+                cancel = gr.Button("Cancel", variant="stop")
+                resume = gr.Button("Resume")
+            curves = gr.LinePlot(x="step", y="value", color="metric", label="Curves", height=260)
+            evals = gr.Gallery(label="Evaluation images over steps", columns=6, height=220)
+            log = gr.Textbox(label="Log (tail)", lines=12, max_lines=12, autoscroll=True)
+    timer = gr.Timer(2.0)
+
+    def start(profile: gr.OAuthProfile | None, *values):
+        actor = ctx.actor(profile)
+        try:
+            config = grpo.build(list(values))
+            config_dict = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "resume")}
+            job = ctx.jobs.submit(actor, "grpo", config_dict)
+        except (JobError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        return job_table(ctx, profile), gr.update(choices=[j for j in job_table(ctx, profile)["id"]], value=job.id)
+
+    def refresh(job_id, profile: gr.OAuthProfile | None):
+        table = job_table(ctx, profile)
+        return (table, gr.update(choices=list(table["id"])), *job_detail(ctx, job_id, profile))
+
+    def act(fn_name):
+        def handler(job_id, profile: gr.OAuthProfile | None):
+            if not job_id:
+                raise gr.Error("Pick a job first.")
+            try:
+                getattr(ctx.jobs, fn_name)(job_id, ctx.actor(profile))
+            except JobError as e:
+                raise gr.Error(str(e)) from None
+            return refresh(job_id, profile)
+
+        return handler
+
+    outputs = [jobs, selected, status, progress, log, curves, evals]
+    start_grpo.click(start, grpo.components, [jobs, selected], api_name="start_grpo", concurrency_limit=1)
+    timer.tick(refresh, [selected], outputs, api_name=False, show_progress="hidden")
+    selected.change(refresh, [selected], outputs, api_name=False, show_progress="hidden")
+    cancel.click(act("cancel"), [selected], outputs, api_name="cancel_job")
+    resume.click(act("resume"), [selected], outputs, api_name="resume_job")
