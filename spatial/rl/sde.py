@@ -40,11 +40,13 @@ def sde_step_with_logprob(
     sigma_cap: float | None = None,
     prev_sample: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> SDEStep:
     """One SDE step from `sample` at `sigma` to `sigma_next`.
 
     Pass `prev_sample` to evaluate the log-probability of a known transition (training) instead
-    of drawing a new one (sampling). `sigma_cap` guards the sigma = 1 endpoint.
+    of drawing a new one (sampling); pass `noise` to draw with given standard-normal noise.
+    `sigma_cap` guards the sigma = 1 endpoint.
     """
     v = velocity.float()
     x = sample.float()
@@ -57,7 +59,7 @@ def sde_step_with_logprob(
     mean = x + (v + std**2 / (2 * s) * (x + (1 - sigma) * v)) * dt
     step_std = std * torch.sqrt(-dt)
     if prev_sample is None:
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        eps = noise.float() if noise is not None else torch.randn(x.shape, generator=generator, device=x.device)
         prev_sample = mean + step_std * eps
     prev_sample = prev_sample.float()
     log_prob = (
