@@ -1,0 +1,37 @@
+"""GRPO under `accelerate launch` with 2 CPU processes (gloo) equals 1 process doing the same work:
+each process samples whole groups, and gradients are averaged across processes."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+
+def _run(out, processes, per_process):
+    if processes == 1:
+        cmd = [sys.executable, "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process)]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
+               "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return torch.load(out / "grads.pt"), load_file(str(out / "final" / "pytorch_lora_weights.safetensors"))
+
+
+def test_two_processes_take_the_same_gradient_step_as_one(tmp_path):
+    grads_one, lora_one = _run(tmp_path / "one", 1, 2)
+    grads_two, lora_two = _run(tmp_path / "two", 2, 1)
+    assert grads_one.keys() == grads_two.keys() and lora_one.keys() == lora_two.keys()
+    nonzero = 0
+    for name, g in grads_one.items():
+        assert torch.allclose(g, grads_two[name], rtol=1e-4, atol=1e-8), name
+        nonzero += int(g.abs().sum() > 0)
+    assert nonzero > 0
+    # Adam's first step is lr * sign(grad): equal wherever the gradient is not vanishingly small.
+    for key in lora_one:
+        same = torch.isclose(lora_one[key], lora_two[key], atol=1e-6)
+        assert same.float().mean() > 0.9, key
