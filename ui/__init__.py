@@ -7,7 +7,10 @@ import gradio as gr
 from spatial.settings import AppSettings
 
 from .auth import enable_local_login, user_name
+from .compare import build_compare_tab
 from .context import AppContext
+from .generate import build_generate_tab
+from .score import build_score_tab
 from .train import build_train_tab
 from .world import build_world_tab
 
@@ -32,6 +35,12 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
             gr.LoginButton(scale=0)
         who = gr.Markdown(elem_id="who")
         with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                build_generate_tab(ctx)
+            with gr.Tab("Compare checkpoints", id="compare"):
+                build_compare_tab(ctx)
+            with gr.Tab("Score", id="score"):
+                build_score_tab(ctx)
             with gr.Tab("SpatialWorld", id="world"):
                 build_world_tab()
             with gr.Tab("Train", id="train"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cached_property
 
@@ -18,6 +19,8 @@ class AppContext:
     def __init__(self, settings: AppSettings):
         self.settings = settings
         self._lock = threading.Lock()
+        self._scorers: dict[str, object] = {}
+        self._scorer_errors: dict[str, str] = {}
 
     def actor(self, profile: gr.OAuthProfile | None) -> Actor:
         name = user_name(profile)
@@ -27,3 +30,38 @@ class AppContext:
     def jobs(self) -> JobManager:
         with self._lock:
             return JobManager(self.settings.data_dir / "jobs")
+
+    @cached_property
+    def generation(self):
+        """The one GenerationService (its pipeline loads on first render)."""
+        from spatial.generation.config import GenerationConfig
+        from spatial.generation.service import GenerationService
+
+        with self._lock:
+            return GenerationService(GenerationConfig.from_env())
+
+    def scorer(self, name: str | None = None):
+        """A scorer by name (default SPATIAL_SCORER, else `spatialscore`), or None with the reason
+        kept for `scorer_error`; loaded once per process."""
+        from spatial.scorers import load_scorer
+
+        name = name or os.environ.get("SPATIAL_SCORER") or "spatialscore"
+        with self._lock:
+            if name not in self._scorers and name not in self._scorer_errors:
+                try:
+                    self._scorers[name] = load_scorer(name)
+                except Exception as e:  # noqa: BLE001 - any load failure means "unavailable", shown to the user
+                    self._scorer_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return self._scorers.get(name)
+
+    def scorer_error(self, name: str | None = None) -> str | None:
+        name = name or os.environ.get("SPATIAL_SCORER") or "spatialscore"
+        return self._scorer_errors.get(name)
+
+    def gpu_busy_message(self) -> str | None:
+        """On a GPU, a running training job owns the device: say so instead of risking OOM."""
+        import torch
+
+        if torch.cuda.is_available() and self.jobs.gpu_busy():
+            return "The GPU is busy with a training job; generation is paused until it finishes. Try again later."
+        return None

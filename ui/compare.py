@@ -1,0 +1,114 @@
+"""Compare checkpoints (researchers): prompts x checkpoints with fixed seeds, mean SpatialScore and
+win rate against the base per checkpoint, exported as an image grid and a CSV."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from spatial.world import PromptError, check, sample_prompts
+
+from .context import AppContext
+from .generate import adapter_choices, clean_prompt
+
+MAX_CELLS = 64
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise gr.Error("Seeds must be whole numbers separated by commas.") from None
+    if not seeds or any(not 0 <= s < 2**31 for s in seeds):
+        raise gr.Error("Give at least one seed between 0 and 2147483647.")
+    return seeds
+
+
+def grid_image(images: list[list[Image.Image]], columns: list[str], cell: int = 128) -> Image.Image:
+    rows = len(images)
+    grid = Image.new("RGB", (cell * len(columns), 18 + cell * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, name in enumerate(columns):
+        draw.text((c * cell + 4, 3), name[:20], fill="black")
+        for r in range(rows):
+            grid.paste(images[r][c].resize((cell, cell), Image.Resampling.NEAREST), (c * cell, 18 + r * cell))
+    return grid
+
+
+def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoints: list[str], steps, size,
+                   progress=gr.Progress()):  # fmt: skip
+    prompts = [clean_prompt(p) for p in str(prompts_text or "").splitlines() if p.strip()]
+    if not prompts:
+        raise gr.Error("Give at least one prompt (one per line).")
+    seeds = parse_seeds(seeds_text)
+    checkpoints = ["base"] + [c for c in (checkpoints or []) if c != "base"]
+    if len(prompts) * len(seeds) * len(checkpoints) > MAX_CELLS:
+        raise gr.Error(f"That is more than {MAX_CELLS} images; use fewer prompts, seeds or checkpoints.")
+    busy = ctx.gpu_busy_message()
+    if busy:
+        raise gr.Error(busy)
+    from spatial.generation.lora import AdapterUnavailableError
+    from spatial.generation.service import ModelUnavailableError
+
+    service = ctx.generation
+    scorer = ctx.scorer()
+    columns, table, images = [], [], {}
+    try:
+        for k, ckpt in enumerate(checkpoints):
+            progress(k / len(checkpoints), desc=f"rendering {ckpt}")
+            if ckpt == "base":
+                name = None
+            elif ckpt == "bundled":
+                name = "tuned"
+            else:
+                name = service.load_adapter(ckpt, f"compare-{k}")
+            images[ckpt] = service.generate(prompts, seeds, int(steps), None, int(size), adapter=name)
+            columns.append(ckpt)
+    except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
+        raise gr.Error(str(e)) from None
+    jobs = [(p, s) for p in prompts for s in seeds]
+    scores = {}
+    for ckpt in columns:
+        mu = scorer.score([p for p, _ in jobs], images[ckpt]).mu if scorer is not None else np.full(len(jobs), np.nan)
+        scores[ckpt] = np.asarray(mu)
+    for ckpt in columns:
+        try:
+            acc = float(np.mean([check(im, p).satisfied for (p, _), im in zip(jobs, images[ckpt])]))
+        except PromptError:
+            acc = float("nan")
+        win = float(np.mean(scores[ckpt] > scores["base"])) if ckpt != "base" else float("nan")
+        table.append({"checkpoint": ckpt, "mean_spatialscore": float(np.nanmean(scores[ckpt])) if scorer else None,
+                      "win_rate_vs_base": win, "oracle_accuracy": acc, "images": len(jobs)})  # fmt: skip
+    df = pd.DataFrame(table)
+    out = Path(tempfile.mkdtemp(prefix="compare-"))
+    grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], columns)
+    grid.save(out / "grid.png")
+    df.to_csv(out / "comparison.csv", index=False)
+    return grid, df, [str(out / "grid.png"), str(out / "comparison.csv")]
+
+
+def build_compare_tab(ctx: AppContext) -> None:
+    gr.Markdown("Fixed prompts and seeds across checkpoints: the base, the bundled LoRA, and any run's checkpoints.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompts = gr.Textbox(label="Prompts (one per line)", lines=5, value="\n".join(sample_prompts(3, 4242)))
+            seeds = gr.Textbox(label="Seeds", value="0, 1")
+            checkpoints = gr.Dropdown(label="Checkpoints", multiselect=True, choices=adapter_choices(ctx),
+                                      value=["bundled"], allow_custom_value=True)  # fmt: skip
+            with gr.Row():
+                steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+                size = gr.Dropdown([32, 64, 128, 256, 512, 1024], value=64, label="Size (px)")
+            refresh = gr.Button("Refresh checkpoint list")
+            go = gr.Button("Compare", variant="primary")
+        with gr.Column(scale=3):
+            grid = gr.Image(label="Grid (rows: prompt x seed; columns: checkpoints)", type="pil")
+            table = gr.Dataframe(label="Per checkpoint", interactive=False)
+            files = gr.File(label="Export", file_count="multiple")
+    go.click(lambda *a: run_comparison(ctx, *a), [prompts, seeds, checkpoints, steps, size], [grid, table, files],
+             api_name="compare_checkpoints", concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
+    refresh.click(lambda: gr.update(choices=adapter_choices(ctx)), None, checkpoints, api_name=False)

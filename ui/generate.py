@@ -1,0 +1,134 @@
+"""Generate & compare: one prompt rendered by the base FLUX and the RL-tuned LoRA, same seed,
+side by side, each with its SpatialScore and (in the toy world) the oracle's verdict."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from spatial.world import PromptError, check, parse_prompt, sample_prompts
+
+from .context import AppContext
+from .format import verdict_markdown
+
+HARD_PROMPTS = [
+    "a red circle to the left of a blue square, and the blue square above a green triangle",
+    "a purple diamond below a yellow rectangle; the yellow rectangle on the right side of an orange circle",
+    "a green square right of a green circle, while the green circle is above a blue triangle",
+    "a blue rectangle under a red square, and the red square left of a purple triangle, and the purple triangle "
+    "above an orange diamond",
+]
+MAX_PROMPT = 500
+
+
+def clean_prompt(prompt: str | None) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise gr.Error("Type a prompt first.")
+    if len(prompt) > MAX_PROMPT:
+        raise gr.Error(f"The prompt is {len(prompt)} characters long; keep it under {MAX_PROMPT}.")
+    return prompt
+
+
+def clean_seed(seed) -> int:
+    try:
+        value = int(seed)
+    except (TypeError, ValueError):
+        raise gr.Error("The seed must be a whole number.") from None
+    if not 0 <= value < 2**31:
+        raise gr.Error("The seed must be between 0 and 2147483647.")
+    return value
+
+
+def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
+    """One markdown block per image: SpatialScore (mu +- sigma) and the oracle verdict if readable."""
+    scorer = ctx.scorer()
+    scores, note = None, ""
+    if scorer is not None:
+        try:
+            scores = scorer.score([prompt] * len(images), images)
+        except Exception as e:  # noqa: BLE001 - a prompt the scorer cannot read: say so, keep the images
+            scores, note = None, f"SpatialScore could not score this: {e}"
+    else:
+        note = f"SpatialScore unavailable ({ctx.scorer_error()})"
+    try:
+        spec = parse_prompt(prompt)
+    except PromptError:
+        spec = None
+    blocks = []
+    for i, image in enumerate(images):
+        head = (f"**SpatialScore {scores.mu[i]:.3f} ± {scores.sigma[i]:.3f}**" if scores is not None else note)
+        body = verdict_markdown(check(image, spec)) if spec is not None else "_Oracle: prompt outside the toy world._"
+        blocks.append(head + "\n\n" + body)
+    return blocks
+
+
+def adapter_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    choices = [("Bundled RL LoRA", "bundled")]
+    for ckpt in ctx.jobs.checkpoints("grpo"):
+        label = f"run {ckpt['job']} · {'final' if ckpt['path'].endswith('final') else 'step ' + str(ckpt['step'])}"
+        choices.append((label, ckpt["path"]))
+    return choices
+
+
+def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
+    gr.Markdown("Render a spatial prompt with the base model and the RL-tuned LoRA: same pipeline, same seed.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", value=HARD_PROMPTS[0], lines=2, max_length=MAX_PROMPT)
+            gr.Examples([[p] for p in HARD_PROMPTS + sample_prompts(4, 77)], inputs=prompt, label="Examples")
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+                steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+            with gr.Row():
+                guidance = gr.Slider(1.0, 10.0, value=3.5, step=0.5, label="Guidance")
+                size = gr.Dropdown([32, 64, 128, 256, 512, 1024], value=64, label="Size (px)")
+            with gr.Row():
+                adapter = gr.Dropdown(label="Tuned adapter", choices=adapter_choices(ctx), value="bundled",
+                                      allow_custom_value=True, info="Bundled, a finished run, or a Hub id")  # fmt: skip
+                refresh = gr.Button("↻", scale=0, min_width=40)
+            go = gr.Button("Generate base vs tuned", variant="primary")
+        with gr.Column(scale=3):
+            slider = gr.ImageSlider(label="Base ◀ ▶ RL-tuned", type="pil", height=360)
+            with gr.Row():
+                base_info = gr.Markdown(label="Base")
+                tuned_info = gr.Markdown(label="Tuned")
+            send = gr.Button("Send this pair to annotation", interactive=False)
+            sent = gr.Markdown()
+    pair = gr.State(None)
+
+    def render(prompt, seed, steps, guidance, size, adapter, progress=gr.Progress()):
+        prompt, seed = clean_prompt(prompt), clean_seed(seed)
+        busy = ctx.gpu_busy_message()
+        if busy:
+            raise gr.Error(busy)
+        from spatial.generation.lora import AdapterUnavailableError
+        from spatial.generation.service import ModelUnavailableError
+
+        service = ctx.generation
+        progress(0, desc="loading the model")
+        try:
+            if adapter and adapter != "bundled":
+                service.load_adapter(adapter, "picked")
+                name = "picked"
+            else:
+                name = "tuned"
+            base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
+        except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        progress(0.9, desc="scoring")
+        b, t = score_lines(ctx, prompt, [base, tuned])
+        state = {"prompt": prompt, "seed": seed, "adapter": adapter, "images": [base, tuned]}
+        return (base, tuned), "### Base\n" + b, "### RL-tuned\n" + t, state, gr.update(interactive=True), ""
+
+    def send_pair(state):
+        if not state:
+            raise gr.Error("Generate a pair first.")
+        if send_to_annotation is None:
+            raise gr.Error("Annotation is not configured in this app.")
+        return send_to_annotation(state)
+
+    go.click(render, [prompt, seed, steps, guidance, size, adapter], [slider, base_info, tuned_info, pair, send, sent],
+             api_name="generate_pair", concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
+    refresh.click(lambda: gr.update(choices=adapter_choices(ctx)), None, adapter, api_name=False)
+    send.click(send_pair, pair, sent, api_name="send_pair_to_annotation")
+

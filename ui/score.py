@@ -1,0 +1,74 @@
+"""Score: SpatialScore for one or two uploaded images, P(A better than B), and the other judges."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from spatial.world import PromptError, check, parse_prompt
+
+from .context import AppContext
+from .format import verdict_markdown
+from .generate import clean_prompt
+
+MAX_SIDE = 4096
+
+
+def load_upload(path: str | None, label: str) -> Image.Image | None:
+    """An uploaded file as an RGB image, or a clear error for anything else."""
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as im:
+            if max(im.size) > MAX_SIDE:
+                raise gr.Error(f"Image {label} is {im.size[0]}x{im.size[1]}; the limit is {MAX_SIDE} px a side.")
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise gr.Error(f"Image {label} is not a readable image file.") from None
+
+
+def score_images(ctx: AppContext, prompt, path_a, path_b) -> str:
+    prompt = clean_prompt(prompt)
+    images = [(label, im) for label, im in (("A", load_upload(path_a, "A")), ("B", load_upload(path_b, "B"))) if im is not None]
+    if not images:
+        raise gr.Error("Upload at least one image.")
+    lines = []
+    scorer = ctx.scorer()
+    if scorer is None:
+        lines.append(f"SpatialScore unavailable: {ctx.scorer_error()}")
+    else:
+        try:
+            r = scorer.score([prompt] * len(images), [im for _, im in images])
+        except Exception as e:  # noqa: BLE001 - e.g. a prompt the toy tokenizer cannot read
+            raise gr.Error(f"SpatialScore could not score this: {e}") from None
+        lines.append("| image | SpatialScore (mu ± sigma) |\n| --- | --- |")
+        lines += [f"| {label} | {r.mu[i]:.3f} ± {r.sigma[i]:.3f} |" for i, (label, _) in enumerate(images)]
+        if len(images) == 2:
+            p = scorer.prob_prefer(prompt, images[0][1], images[1][1])
+            lines.append(f"\n**P(A better than B) = {p:.3f}**")
+    judge = ctx.scorer("judge")
+    if judge is not None:
+        try:
+            j = judge.score([prompt] * len(images), [im for _, im in images])
+            lines.append("\nZero-shot judge P(yes): " + ", ".join(f"{l} {j.mu[i]:.3f}" for i, (l, _) in enumerate(images)))
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"\nZero-shot judge could not score this: {e}")
+    try:
+        spec = parse_prompt(prompt)
+        for label, im in images:
+            lines.append(f"\n#### Image {label}\n" + verdict_markdown(check(im, spec)))
+    except PromptError as e:
+        lines.append(f"\n_Oracle: {e}_")
+    return "\n".join(lines)
+
+
+def build_score_tab(ctx: AppContext) -> None:
+    gr.Markdown("Upload one or two images and the prompt they were made for.")
+    prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", max_length=500)
+    with gr.Row():
+        a = gr.Image(label="Image A", type="filepath", height=280)
+        b = gr.Image(label="Image B (optional)", type="filepath", height=280)
+    go = gr.Button("Score", variant="primary")
+    out = gr.Markdown()
+    go.click(lambda p, x, y: score_images(ctx, p, x, y), [prompt, a, b], out, api_name="score_images",
+             concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
