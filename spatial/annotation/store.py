@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
@@ -225,7 +225,8 @@ class AnnotationStore:
     """Pairs, assignments and labels under `root` (`annotation.sqlite3` and `images/`). Thread-safe;
     several processes may open the same root (writes take SQLite's lock in turn)."""
 
-    def __init__(self, root: str | Path, config: AnnotationConfig | None = None):
+    def __init__(self, root: str | Path, config: AnnotationConfig | None = None, clock: Callable[[], float] = time.time):
+        self.clock = clock  # tests pass a fake clock to expire leases without waiting
         self.config = config or AnnotationConfig()
         self.config.validate()
         self.root = Path(root)
@@ -317,7 +318,7 @@ class AnnotationStore:
                 meta = json.dumps(item.meta or {})
             except (TypeError, ValueError):
                 raise InvalidInput(f"pair {n}: meta must be JSON (text, numbers, lists, dicts)") from None
-            rows.append((pid, prompt, a, b, item.known, int(gold), str(item.source), meta, time.time(), _rng.random()))
+            rows.append((pid, prompt, a, b, item.known, int(gold), str(item.source), meta, self.clock(), _rng.random()))
         for digest, data in blobs.items():
             self.images.write(digest, data)  # durable before any row points at it
         added = gold_added = 0
@@ -358,7 +359,7 @@ class AnnotationStore:
         """The pair to show this annotator now, or None when nothing is left for them. While a
         lease runs, asking again returns the same showing (a page reload shows the same pair)."""
         who = self._who(annotator)
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             row = db.execute(
                 "SELECT a.*, p.prompt, p.image_a, p.image_b FROM assignments a JOIN pairs p ON p.id = a.pair_id"
@@ -407,7 +408,7 @@ class AnnotationStore:
                 raise InvalidInput(f"the note is {len(note)} characters; the limit is {self.config.max_note_chars}")
         if not isinstance(pair_id, str) or not pair_id:
             raise UnknownPair("no pair id given")
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             if submission_id is not None:
                 old = db.execute("SELECT * FROM labels WHERE submission_id = ?", (submission_id,)).fetchone()
