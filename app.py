@@ -1,10 +1,12 @@
 """Spatial Studio: the Space's entry point (`python app.py`). It only assembles; see ui/ and spatial/."""
 
 from spatial.settings import AppSettings
-from ui import build_app, launch_kwargs
+from ui import AppContext, build_app, launch_kwargs
 
 settings = AppSettings.from_env()
-demo = build_app(settings)
+context = AppContext(settings)
+demo = build_app(settings, context)
 
 if __name__ == "__main__":
+    context.start()
     demo.queue(default_concurrency_limit=None).launch(**launch_kwargs(settings))

@@ -88,6 +88,8 @@ def config_to_args(config: dict) -> list[str]:
     for key, value in config.items():
         if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
             raise JobError(f"invalid setting name {key!r}")
+        if value is None:
+            continue  # unset: the trainer's default applies
         if isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, (list, tuple)):
@@ -381,10 +383,12 @@ class JobManager:
         path = Path(run_dir) / "log.txt"
         if not path.exists():
             return None
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-        for line in reversed(lines[-50:]):
-            if "Error" in line or "error:" in line:
-                return _redact(line.strip())[:500]
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()][-80:]
+        # Our trainers print one "error: ..." line for the user; prefer it over launcher tracebacks.
+        for wanted in (lambda l: l.startswith("error:"), lambda l: "Error" in l):
+            for line in reversed(lines):
+                if wanted(line) and "CalledProcessError" not in line:
+                    return _redact(line)[:500]
         return None
 
 

@@ -30,6 +30,8 @@ class AppSettings:
     """Set by Hugging Face on a Space (`SPACE_ID`, e.g. `owner/name`)."""
     local_user: str = field(default_factory=lambda: os.environ.get("SPATIAL_LOCAL_USER") or getpass.getuser())
     """The user name the local (mocked) login signs in as, off a Space."""
+    seed_pairs: int = 40
+    """SpatialWorld pairs put in an empty annotation queue at first start (toy preset only)."""
     server_name: str = "127.0.0.1"
     server_port: int = 7860
 
@@ -42,6 +44,7 @@ class AppSettings:
             admins=_split(env.get("SPATIAL_ADMINS")),
             space_id=env.get("SPACE_ID") or None,
             local_user=env.get("SPATIAL_LOCAL_USER") or getpass.getuser(),
+            seed_pairs=int(env.get("SPATIAL_SEED_PAIRS", "40")),
             server_name=env.get("GRADIO_SERVER_NAME", "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
             server_port=int(env.get("GRADIO_SERVER_PORT", "7860")),
         )

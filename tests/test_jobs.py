@@ -154,7 +154,8 @@ def test_unknown_kinds_are_refused(manager):
 
 
 def test_config_becomes_argv_without_secrets_in_it():
-    assert config_to_args({"lr": 0.5, "ema": True, "ks": [1, 2]}) == ["--lr", "0.5", "--ema", "true", "--ks", "1,2"]
+    assert config_to_args({"lr": 0.5, "ema": True, "ks": [1, 2], "unset": None}) == [
+        "--lr", "0.5", "--ema", "true", "--ks", "1,2"]  # fmt: skip
 
 
 def test_tokens_are_redacted_from_log_tails(manager):

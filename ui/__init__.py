@@ -7,6 +7,7 @@ import gradio as gr
 from spatial.settings import AppSettings
 
 from .auth import enable_local_login, user_name
+from .annotate import build_annotate_tab
 from .compare import build_compare_tab
 from .context import AppContext
 from .generate import build_generate_tab
@@ -22,10 +23,10 @@ CSS = """
 HEAD = '<meta name="description" content="Spatial Studio: teach text-to-image models spatial layout">'
 
 
-def build_app(settings: AppSettings | None = None) -> gr.Blocks:
+def build_app(settings: AppSettings | None = None, ctx: AppContext | None = None) -> gr.Blocks:
     settings = settings or AppSettings.from_env()
     enable_local_login(settings)
-    ctx = AppContext(settings)
+    ctx = ctx or AppContext(settings)
     with gr.Blocks(title="Spatial Studio") as demo:
         with gr.Row(elem_classes="spatial-header"):
             gr.Markdown(
@@ -36,11 +37,14 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         who = gr.Markdown(elem_id="who")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                build_generate_tab(ctx)
+                build_generate_tab(ctx, send_to_annotation=ctx.send_pair)
             with gr.Tab("Compare checkpoints", id="compare"):
                 build_compare_tab(ctx)
             with gr.Tab("Score", id="score"):
                 build_score_tab(ctx)
+            with gr.Tab("Annotate", id="annotate"):
+                build_annotate_tab(lambda: ctx.annotation, lambda profile, request: user_name(profile),
+                                   settings.is_admin, score=ctx.score_one)  # fmt: skip
             with gr.Tab("SpatialWorld", id="world"):
                 build_world_tab()
             with gr.Tab("Train", id="train"):

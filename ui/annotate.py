@@ -285,16 +285,17 @@ def build_annotate_tab(get_store: Callable[[], AnnotationStore], annotator_id: A
 
     shown = [prompt, left, right, pair_id, showing_id, note, progress]
     if isinstance(tab, gr.Tab):
-        tab.select(h.show_next, None, shown, api_name=False)
+        tab.select(h.show_next, None, shown, api_name=False, concurrency_limit=None)
         tab.select(h.admin_panel, None, admin, api_name=False)
     if root is not None:
         root.load(None, None, None, js=SHORTCUTS_JS)
     for name, button in buttons.items():
-        button.click(h.submitter(name), [pair_id, showing_id, note], shown, api_name=False, trigger_mode="once")
+        button.click(h.submitter(name), [pair_id, showing_id, note], shown, api_name=False, trigger_mode="once",
+                     concurrency_limit=None)  # the store serialises writes itself; don't queue behind others
     refresh.click(h.stats, None, [summary, per_annotator, cohen], api_name=False)
     do_import.click(h.import_pairs, source, data_status, api_name=False, concurrency_limit=1)
     do_export.click(h.export, None, data_status, api_name=False, concurrency_limit=1)
-    gr.api(h.api_next, api_name="annotate_next")
-    gr.api(h.api_submit, api_name="annotate_submit")
+    gr.api(h.api_next, api_name="annotate_next", concurrency_limit=None)
+    gr.api(h.api_submit, api_name="annotate_submit", concurrency_limit=None)
     gr.api(h.api_stats, api_name="annotate_stats")
     return h

@@ -40,6 +40,38 @@ class AppContext:
         with self._lock:
             return GenerationService(GenerationConfig.from_env())
 
+    @cached_property
+    def annotation(self):
+        """The annotation store; on first open of an empty store in the toy world, seeded with
+        SpatialWorld pairs so there is something to label. Hub write-back starts if configured."""
+        from spatial.annotation import AnnotationStore, import_world
+        from spatial.annotation.hub import start_writeback
+
+        with self._lock:
+            store = AnnotationStore(self.settings.data_dir / "annotation")
+            if self.settings.preset == "toy" and not store.pairs() and self.settings.seed_pairs > 0:
+                import_world(store, self.settings.seed_pairs, seed=31337)
+            # SIGTERM flushing needs the main thread: app.py opens the store there via start().
+            self.writeback = start_writeback(store)
+            return store
+
+    def start(self) -> None:
+        """Work done once, in the main thread, before serving: open the annotation store (seeding
+        it and starting the Hub write-back with its SIGTERM flush)."""
+        self.annotation
+
+    def send_pair(self, state: dict) -> str:
+        """Queue a generated base/tuned pair for annotation; returns a message for the user."""
+        pair_id = self.annotation.add_pair(state["prompt"], state["images"][0], state["images"][1], source="generate",
+                                           meta={"seed": state["seed"], "adapter": state.get("adapter")})  # fmt: skip
+        return f"Queued for annotation as pair `{pair_id[:12]}`."
+
+    def score_one(self, prompt: str, image) -> float:
+        scorer = self.scorer()
+        if scorer is None:
+            raise RuntimeError(f"SpatialScore unavailable: {self.scorer_error()}")
+        return float(scorer.score([prompt], [image]).mu[0])
+
     def scorer(self, name: str | None = None):
         """A scorer by name (default SPATIAL_SCORER, else `spatialscore`), or None with the reason
         kept for `scorer_error`; loaded once per process."""

@@ -15,27 +15,29 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def component_for(cls, field: dataclasses.Field, value) -> gr.components.Component:
+def component_for(cls, field: dataclasses.Field, value, elem_id: str | None = None) -> gr.components.Component:
     tp = _base_type(typing.get_type_hints(cls)[field.name])
-    info = field_docs(cls).get(field.name)
+    common = {"label": _label(field.name), "info": field_docs(cls).get(field.name), "elem_id": elem_id}
     if tp is bool:
-        return gr.Checkbox(value=bool(value), label=_label(field.name), info=info)
+        return gr.Checkbox(value=bool(value), **common)
     if tp is int:
-        return gr.Number(value=value, precision=0, label=_label(field.name), info=info)
+        return gr.Number(value=value, precision=0, **common)
     if tp is float:
-        return gr.Number(value=value, label=_label(field.name), info=info)
-    return gr.Textbox(value="" if value is None else str(value), label=_label(field.name), info=info, max_lines=1)
+        return gr.Number(value=value, **common)
+    return gr.Textbox(value="" if value is None else str(value), max_lines=1, **common)
 
 
 class DataclassForm:
     """Components for some fields of a config dataclass and the code to read them back."""
 
-    def __init__(self, cls, shown: list[str], defaults: dict | None = None, hidden: tuple[str, ...] = ()):
+    def __init__(self, cls, shown: list[str], defaults: dict | None = None, hidden: tuple[str, ...] = (),
+                 elem_prefix: str | None = None):
         self.cls = cls
         self.defaults = defaults or {}
         self.fields = [f for f in dataclasses.fields(cls) if f.name in shown and f.name not in hidden]
         base = cls(**self.defaults)
-        self.components = [component_for(cls, f, getattr(base, f.name)) for f in self.fields]
+        self.components = [component_for(cls, f, getattr(base, f.name), elem_prefix and f"{elem_prefix}-{f.name}")
+                           for f in self.fields]
 
     def build(self, values: list, **fixed):
         """The dataclass from form values (plus fixed fields); ValueError names the bad field."""

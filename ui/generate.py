@@ -74,7 +74,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
     gr.Markdown("Render a spatial prompt with the base model and the RL-tuned LoRA: same pipeline, same seed.")
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", value=HARD_PROMPTS[0], lines=2, max_length=MAX_PROMPT)
+            prompt = gr.Textbox(label="Prompt", value=HARD_PROMPTS[0], lines=2, max_length=MAX_PROMPT, elem_id="generate-prompt")
             gr.Examples([[p] for p in HARD_PROMPTS + sample_prompts(4, 77)], inputs=prompt, label="Examples")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
@@ -83,7 +83,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
                 guidance = gr.Slider(1.0, 10.0, value=3.5, step=0.5, label="Guidance")
                 size = gr.Dropdown([32, 64, 128, 256, 512, 1024], value=64, label="Size (px)")
             with gr.Row():
-                adapter = gr.Dropdown(label="Tuned adapter", choices=adapter_choices(ctx), value="bundled",
+                adapter = gr.Dropdown(label="Tuned adapter", elem_id="generate-adapter", choices=adapter_choices(ctx), value="bundled",
                                       allow_custom_value=True, info="Bundled, a finished run, or a Hub id")  # fmt: skip
                 refresh = gr.Button("↻", scale=0, min_width=40)
             go = gr.Button("Generate base vs tuned", variant="primary")

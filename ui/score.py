@@ -64,9 +64,10 @@ def score_images(ctx: AppContext, prompt, path_a, path_b) -> str:
 
 def build_score_tab(ctx: AppContext) -> None:
     gr.Markdown("Upload one or two images and the prompt they were made for.")
-    prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", max_length=500)
+    prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", max_length=500,
+                        elem_id="score-prompt")
     with gr.Row():
-        a = gr.Image(label="Image A", type="filepath", height=280)
+        a = gr.Image(label="Image A", type="filepath", height=280, elem_id="score-image-a")
         b = gr.Image(label="Image B (optional)", type="filepath", height=280)
     go = gr.Button("Score", variant="primary")
     out = gr.Markdown()

@@ -15,8 +15,8 @@ from spatial.rl.config import GRPOConfig
 from .context import AppContext
 from .forms import DataclassForm
 
-GRPO_FIELDS = ["preset", "reward", "group_size", "top_k", "prompts_per_iteration", "iterations", "sample_steps",
-               "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "seed"]  # fmt: skip
+GRPO_FIELDS = ["preset", "base_model", "reward", "reward_model", "group_size", "top_k", "prompts_per_iteration", "iterations", "sample_steps",
+               "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "eval_prompts", "seed"]  # fmt: skip
 JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]
 
 
@@ -61,12 +61,12 @@ def build_train_tab(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Tab("Spatial-RL (GRPO)"):
-                grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"])
+                grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"], elem_prefix="grpo")
                 start_grpo = gr.Button("Start GRPO run", variant="primary")
         with gr.Column(scale=3):
             jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True)
             selected = gr.Dropdown(label="Job", choices=[], allow_custom_value=True)
-            status = gr.Markdown()
+            status = gr.Markdown(elem_id="train-status")
             progress = gr.Slider(0, 100, label="Progress (%)", interactive=False)
             with gr.Row():
                 cancel = gr.Button("Cancel", variant="stop")

@@ -42,7 +42,7 @@ def build_world_tab() -> None:
     )
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", max_length=500)
+            prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", max_length=500, elem_id="world-prompt")
             with gr.Row():
                 seed = gr.Number(label="Layout seed", value=0, precision=0, minimum=0)
                 size = gr.Slider(32, 512, value=256, step=16, label="Size (px)")
