@@ -15,7 +15,7 @@ def test_local_sign_in_shows_the_user_and_their_role(page):
 
 def test_world_tab_renders_a_prompt_and_the_oracle_accepts_it(page):
     page.get_by_role("tab", name="SpatialWorld").click()
-    box = page.get_by_label("Prompt")
+    box = page.locator("#world-prompt textarea")
     box.fill("a red circle to the left of a blue square, and the blue square above a green triangle")
     page.get_by_role("button", name="Render an ideal scene").click()
     page.wait_for_selector("text=Oracle: satisfied")
@@ -24,9 +24,10 @@ def test_world_tab_renders_a_prompt_and_the_oracle_accepts_it(page):
 
 
 def test_an_unreadable_prompt_gets_a_clear_message_and_the_app_stays_up(page):
-    page.get_by_label("Prompt").fill("a zebra left of a blue square")
+    page.get_by_role("tab", name="SpatialWorld").click()
+    page.locator("#world-prompt textarea").fill("a zebra left of a blue square")
     page.get_by_role("button", name="Render an ideal scene").click()
     page.wait_for_selector("text=does not know")
-    page.get_by_label("Prompt").fill("a red circle above a blue square")
+    page.locator("#world-prompt textarea").fill("a red circle above a blue square")
     page.get_by_role("button", name="Render an ideal scene").click()
     page.wait_for_selector("text=Oracle: satisfied")
