@@ -39,6 +39,11 @@ def clean_seed(seed) -> int:
     return value
 
 
+def scorer_label(scorer) -> str:
+    name = getattr(scorer, "name", "score")
+    return {"spatialscore": "SpatialScore", "oracle": "Oracle score", "judge": "Judge P(yes)"}.get(name, name)
+
+
 def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
     """One markdown block per image: SpatialScore (mu +- sigma) and the oracle verdict if readable."""
     scorer = ctx.scorer()
@@ -54,9 +59,10 @@ def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
         spec = parse_prompt(prompt)
     except PromptError:
         spec = None
+    label = scorer_label(scorer)
     blocks = []
     for i, image in enumerate(images):
-        head = (f"**SpatialScore {scores.mu[i]:.3f} ± {scores.sigma[i]:.3f}**" if scores is not None else note)
+        head = (f"**{label} {scores.mu[i]:.3f} ± {scores.sigma[i]:.3f}**" if scores is not None else note)
         body = verdict_markdown(check(image, spec)) if spec is not None else "_Oracle: prompt outside the toy world._"
         blocks.append(head + "\n\n" + body)
     return blocks

@@ -9,7 +9,7 @@ from spatial.world import PromptError, check, parse_prompt
 
 from .context import AppContext
 from .format import verdict_markdown
-from .generate import clean_prompt
+from .generate import clean_prompt, scorer_label
 
 MAX_SIDE = 4096
 
@@ -41,7 +41,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b) -> str:
             r = scorer.score([prompt] * len(images), [im for _, im in images])
         except Exception as e:  # noqa: BLE001 - e.g. a prompt the toy tokenizer cannot read
             raise gr.Error(f"SpatialScore could not score this: {e}") from None
-        lines.append("| image | SpatialScore (mu ± sigma) |\n| --- | --- |")
+        lines.append(f"| image | {scorer_label(scorer)} (mu ± sigma) |\n| --- | --- |")
         lines += [f"| {label} | {r.mu[i]:.3f} ± {r.sigma[i]:.3f} |" for i, (label, _) in enumerate(images)]
         if len(images) == 2:
             p = scorer.prob_prefer(prompt, images[0][1], images[1][1])
