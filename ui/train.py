@@ -78,6 +78,8 @@ def build_train_tab(ctx: AppContext) -> None:
 
     def start(profile: gr.OAuthProfile | None, *values):
         actor = ctx.actor(profile)
+        if not actor.is_admin:
+            raise gr.Error("only admins can start training jobs: sign in with an admin account")
         try:
             config = grpo.build(list(values))
             config_dict = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "resume")}
