@@ -1,0 +1,96 @@
+"""The Annotate tab's handlers, called in-process without a browser, and its API over HTTP."""
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from spatial.annotation import AnnotationConfig, AnnotationStore, import_world
+from ui.annotate import AnnotateHandlers, build_annotate_tab
+
+
+class Request:
+    """Stands in for gr.Request: the tab only reads who is asking through `annotator_id`."""
+
+    def __init__(self, who):
+        self.who = who
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = AnnotationStore(tmp_path / "store", AnnotationConfig(overlap=2, lease_s=60))
+    import_world(s, 6, seed=2)
+    return s
+
+
+@pytest.fixture
+def h(store, tmp_path):
+    return AnnotateHandlers(lambda: store, lambda profile, request: request.who if request else None,
+                            lambda who: who == "boss", export_dir=lambda: tmp_path / "export")  # fmt: skip
+
+
+def test_nobody_signed_in_sees_a_sign_in_message_and_takes_no_pair(h, store):
+    prompt, left, right, pair_id, *_ = h.show_next(None, Request(None))
+    assert "Sign in" in prompt and left is None and pair_id == ""
+    assert store.progress("anyone").queue == 6 and store.labels() == []
+    with pytest.raises(gr.Error, match="Sign in"):
+        h.submit("left", "x", "y", "", None, Request(None))
+
+
+def test_a_label_is_saved_and_the_next_pair_shown(h, store):
+    prompt, left, right, pair_id, showing_id, note, progress = h.show_next(None, Request("ann"))
+    assert isinstance(left, Image.Image) and isinstance(right, Image.Image)
+    assert prompt.lstrip("# ") == store.pair(pair_id).prompt and "5 pairs left for you" in progress
+    out = h.submitter("right")(pair_id, showing_id, "the circle is missing", None, Request("ann"))
+    assert "Saved: right is better" in out[-1] and out[3] != pair_id
+    [label] = store.labels()
+    assert (label.label, label.note, label.submission_id) == ("right", "the circle is missing", showing_id)
+    again = h.submit("right", pair_id, showing_id, "", None, Request("ann"))  # a double click
+    assert "already saved before" in again[-1] and store.label_count() == 1
+
+
+def test_bad_submissions_show_an_error_and_change_nothing(h, store):
+    mine = h.show_next(None, Request("ann"))[3]
+    elsewhere = next(p.id for p in store.pairs() if p.id != mine)
+    for pair_id, label, match in [("nope", "left", "no pair with id"), (mine, "best", "unknown label"),
+                                  (elsewhere, "left", "not assigned to you")]:  # fmt: skip
+        with pytest.raises(gr.Error, match=match):
+            h.submit(label, pair_id, "sub-1", "", None, Request("ann"))
+    assert store.labels() == []
+
+
+def test_statistics_and_data_tools_are_for_admins_only(h, store, tmp_path):
+    for who in ("ann", "bob"):
+        while (a := store.next_pair(who)) is not None:
+            store.submit(who, a.pair_id, "left")
+    for handler, args in [(h.stats, ()), (h.api_stats, ()), (h.import_pairs, ("world:2",)), (h.export, ())]:
+        with pytest.raises(gr.Error, match="admins only"):
+            handler(*args, None, Request("ann"))
+    assert h.admin_panel(None, Request("ann"))["visible"] is False
+    assert h.admin_panel(None, Request("boss"))["visible"] is True
+    summary, per_annotator, cohen = h.stats(None, Request("boss"))
+    assert "Fleiss' κ" in summary and "Position bias" in summary
+    assert list(per_annotator["annotator"]) == ["ann", "bob"] and list(per_annotator["labels"]) == [6, 6]
+    assert cohen["shared"].tolist() == [6]
+    assert "2 pairs added" in h.import_pairs("world:2:77", None, Request("boss"))
+    assert "12 labels" in h.export(None, Request("boss")) and (tmp_path / "export" / "README.md").is_file()
+
+
+def test_the_tab_serves_its_api_to_scripts(store):
+    with gr.Blocks() as demo:
+        with gr.Tab("Annotate"):
+            build_annotate_tab(lambda: store, lambda profile, request: request.headers.get("x-annotator"),
+                               lambda who: False)  # fmt: skip
+    demo.queue().launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, headers={"x-annotator": "script"}, verbose=False)
+        shown = client.predict(api_name="/annotate_next")
+        ack = client.predict(shown["pair_id"], shown["submission_id"], "tie", "", api_name="/annotate_submit")
+        retry = client.predict(shown["pair_id"], shown["submission_id"], "tie", "", api_name="/annotate_submit")
+        assert (ack["stored"], ack["duplicate"], retry["duplicate"], retry["seq"]) == (True, False, True, ack["seq"])
+        with pytest.raises(Exception, match="admins only"):
+            client.predict(api_name="/annotate_stats")
+    finally:
+        demo.close()
+    [label] = store.labels()
+    assert (label.annotator, label.label) == ("script", "tie")
