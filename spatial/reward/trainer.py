@@ -1,0 +1,350 @@
+"""RewardTrainer: SpatialScore on preference pairs with a Bradley-Terry loss, under accelerate.
+
+    python -m training.train_reward --pairs DIR --backbone assets/toy/vlm --output_dir runs/spatialscore
+    accelerate launch --num_processes 2 -m training.train_reward ...
+
+Each step takes a global batch of `batch_size` pairs (the same indices on every process) and
+gives process k the k-th contiguous slice; gradients are averaged across processes, so N
+processes take the same step as one process would on the whole batch. The Monte Carlo noise of a
+pair is drawn from a generator seeded by (seed, step, pair position in the global batch), so it
+does not depend on which process scores the pair either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .config import SpatialScoreConfig
+from .data import BadRowError, DatasetError, PairRow, ensure_pairs, load_pairs, splits_of
+from .losses import bt_closed_loss, bt_mc_loss, sigma_from_log, sigma_prior_kl
+from .model import SpatialScore
+
+
+@dataclass
+class RewardTrainingConfig:
+    """Train SpatialScore (LoRA on a Qwen2.5-VL, a reward token and a Gaussian head) on preference pairs."""
+
+    pairs: str = ""
+    """Pair folder (SpatialWorld layout) or Hub dataset id; empty: generate SpatialWorld pairs into output_dir/pairs."""
+    generate_pairs: int = 8000
+    """How many SpatialWorld pairs to write when `pairs` is empty (10% become the test split)."""
+    pairs_seed: int = 1
+    """SpatialWorld seed of generated pairs (keep apart from evaluation seeds)."""
+    backbone: str = "assets/toy/vlm"
+    """Base Qwen2.5-VL folder or Hub id (Qwen/Qwen2.5-VL-7B-Instruct on a Space)."""
+    output_dir: str = "runs/spatialscore"
+    """Where the final SpatialScore, metrics.jsonl and summary.json go."""
+    checkpoint_dir: str = ""
+    """Where resumable checkpoints go; empty: output_dir/checkpoints."""
+    seed: int = 0
+    """Seed of the head's initial weights, the pair order and the Monte Carlo noise."""
+    steps: int = 600
+    """Optimiser steps."""
+    batch_size: int = 16
+    """Pairs per step over all processes (must divide by the number of processes)."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate of the LoRA, the head and the reward token (warm-up, cosine decay)."""
+    warmup: int = 30
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    lora_rank: int = 16
+    """LoRA rank on the language model."""
+    lora_alpha: int = 32
+    """LoRA alpha."""
+    lora_vision: bool = False
+    """Also train a LoRA on the vision tower."""
+    loss: str = "mc"
+    """`mc`: Bradley-Terry averaged over sampled scores (paper); `closed`: -log P(s_w > s_l) of the Gaussians."""
+    mc_samples: int = 1000
+    """Monte Carlo samples per pair for the `mc` loss (paper: 1000)."""
+    sigma_reg: float = 0.01
+    """Weight of the KL(N(mu, sigma^2) || N(mu, sigma_prior^2)) term that keeps sigma from collapsing to 0."""
+    sigma_prior: float = 1.0
+    """sigma0 of that KL term."""
+    checkpoint_every: int = 200
+    """Steps between resumable checkpoints."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept (older ones are deleted)."""
+    eval_every: int = 200
+    """Steps between evaluations on the test split (and one at the end)."""
+    eval_pairs: int = 0
+    """Test pairs per evaluation (0: the whole test split)."""
+    on_bad_row: str = "skip"
+    """A pair with an empty prompt or an image that does not decode: `skip` it (logged) or `stop` (after a checkpoint)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (needed for the 7B on one GPU)."""
+    mixed_precision: str = "auto"
+    """`auto` (bf16 on CUDA, fp32 on CPU), `bf16` or `no`."""
+    max_pixels: int = 448 * 448
+    """Largest image area fed to the vision tower (the toy processor fixes 64x64)."""
+    threads: int = 0
+    """torch CPU threads per process (0: torch's default)."""
+    resume: bool = True
+    """Continue from the newest checkpoint in checkpoint_dir when there is one."""
+
+    def validate(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("steps and batch_size must be positive")
+        if self.loss not in ("mc", "closed"):
+            raise ValueError("loss must be mc or closed")
+        if self.mc_samples <= 0:
+            raise ValueError("mc_samples must be positive")
+        if self.on_bad_row not in ("skip", "stop"):
+            raise ValueError("on_bad_row must be skip or stop")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise ValueError("mixed_precision must be auto, bf16 or no")
+        if self.sigma_prior <= 0 or self.sigma_reg < 0:
+            raise ValueError("sigma_prior must be positive and sigma_reg non-negative")
+        if self.checkpoint_every <= 0 or self.eval_every <= 0:
+            raise ValueError("checkpoint_every and eval_every must be positive")
+
+    def model_config(self) -> SpatialScoreConfig:
+        return SpatialScoreConfig(backbone=self.backbone, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                                  lora_vision=self.lora_vision, max_pixels=self.max_pixels)  # fmt: skip
+
+
+def pair_noise(seed: int, step: int, position: int, n: int, device) -> torch.Tensor:
+    """(2, n) standard normals for one pair, independent of the process that scores it."""
+    g = torch.Generator().manual_seed(hash((seed, step, position)) & 0x7FFFFFFFFFFF)
+    return torch.randn(2, n, generator=g).to(device)
+
+
+def pair_loss(mu_w, ls_w, mu_l, ls_l, config: RewardTrainingConfig, noise: torch.Tensor | None) -> torch.Tensor:
+    """Per-pair loss: BT (MC or closed form) + sigma_reg * KL of both scores to the sigma prior."""
+    if config.loss == "mc":
+        bt = bt_mc_loss(mu_w, ls_w, mu_l, ls_l, noise[:, 0], noise[:, 1])
+    else:
+        bt = bt_closed_loss(mu_w, ls_w, mu_l, ls_l)
+    reg = sigma_prior_kl(ls_w, config.sigma_prior) + sigma_prior_kl(ls_l, config.sigma_prior)
+    return bt + config.sigma_reg * reg
+
+
+class RewardTrainer:
+    def __init__(self, config: RewardTrainingConfig, accelerator=None, progress: bool = True):
+        from accelerate import Accelerator
+
+        config.validate()
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if accelerator is None:
+            mp = config.mixed_precision
+            if mp == "auto":
+                mp = "bf16" if torch.cuda.is_available() else "no"
+            accelerator = Accelerator(mixed_precision=mp)
+        self.acc = accelerator
+        if config.batch_size % self.acc.num_processes:
+            raise ValueError(f"batch_size {config.batch_size} does not divide by {self.acc.num_processes} processes")
+        self.progress = progress and self.acc.is_main_process
+        self.out = Path(config.output_dir)
+        self.ckpt_dir = Path(config.checkpoint_dir or self.out / "checkpoints")
+        self.skipped: set[str] = set()
+
+    # ---- data -------------------------------------------------------------------------------------
+
+    def load_data(self) -> tuple[list[PairRow], list[PairRow]]:
+        c = self.config
+        source = c.pairs
+        if not source:
+            source = str(self.out / "pairs")
+            if self.acc.is_main_process:
+                ensure_pairs(source, c.generate_pairs, c.pairs_seed)
+            self.acc.wait_for_everyone()
+        train = load_pairs(source, "train")
+        has_test = "test" in splits_of(source) if Path(source).is_dir() else True
+        try:
+            test = load_pairs(source, "test") if has_test else []
+        except DatasetError:
+            test = []
+        train = self.check_prompts(train)
+        test = self.check_prompts(test)
+        if not train:
+            raise DatasetError(f"{source} has no usable training pairs")
+        if c.eval_pairs:
+            test = test[: c.eval_pairs]
+        return train, test
+
+    def check_prompts(self, rows: list[PairRow]) -> list[PairRow]:
+        good = []
+        for r in rows:
+            if isinstance(r.prompt, str) and r.prompt.strip():
+                good.append(r)
+                continue
+            self.bad_row(BadRowError(f"{r.where}: the prompt is empty"))
+        return good
+
+    def bad_row(self, err: BadRowError) -> None:
+        if self.config.on_bad_row == "stop":
+            raise err
+        if str(err) not in self.skipped:
+            self.skipped.add(str(err))
+            if self.acc.is_main_process:
+                print(f"skipping bad pair: {err}", file=sys.stderr, flush=True)
+
+    def decode_batch(self, rows: list[PairRow], order: list[int], start: int, count: int):
+        """`count` decodable pairs from order[start:], replacing bad ones with the next in order."""
+        out, k = [], start
+        while len(out) < count:
+            row = rows[order[k % len(order)]]
+            k += 1
+            try:
+                out.append(row.decode())
+            except BadRowError as e:
+                self.bad_row(e)
+                if k - start > len(order):
+                    raise DatasetError("no decodable pairs left") from None
+        return out
+
+    def order(self, n: int, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g).tolist()
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        found = [p for p in found if (p / "trainer_state.pt").is_file()]
+        return found[-1] if found else None
+
+    def save_checkpoint(self, model, opt, sched, step: int) -> None:
+        if self.acc.is_main_process:
+            path = self.ckpt_dir / f"step-{step}"
+            tmp = self.ckpt_dir / f".tmp-step-{step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.acc.unwrap_model(model).save_pretrained(tmp)
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}, tmp / "trainer_state.pt")
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)  # a checkpoint appears whole or not at all
+            done = sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in done[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+
+    def load_checkpoint(self, model: SpatialScore, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        set_peft_model_state_dict(model.vlm, load_peft_weights(str(path / "adapter"), device="cpu"))
+        model.load_head(path)
+
+    # ---- training ---------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        c, acc = self.config, self.acc
+        t0 = time.perf_counter()
+        train, test = self.load_data()
+        torch.manual_seed(c.seed)
+        model = SpatialScore.from_backbone(c.model_config(), device=acc.device)
+        if c.gradient_checkpointing:
+            model.vlm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        resume_from = self.latest_checkpoint() if c.resume else None
+        if resume_from is not None:
+            self.load_checkpoint(model, resume_from)
+        model.train()
+        opt = torch.optim.AdamW(model.trainable_parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup))
+                                                  * 0.5 * (1 + math.cos(math.pi * min(1.0, s / c.steps))))  # fmt: skip
+        model, opt = acc.prepare(model, opt)
+        start = 0
+        if resume_from is not None:
+            state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start = state["step"]
+        self.out.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            (self.out / "train_config.json").write_text(json.dumps(asdict(c), indent=1))
+        metrics = open(self.out / "metrics.jsonl", "a") if acc.is_main_process else None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=c.steps, initial=start, desc="train SpatialScore", disable=not self.progress)
+        local = c.batch_size // acc.num_processes
+        lo = acc.process_index * local
+        per_epoch = max(1, len(train) // c.batch_size)
+        last_eval = {}
+        step = start
+        try:
+            for step in range(start, c.steps):
+                epoch, k = divmod(step, per_epoch)
+                order = self.order(len(train), epoch)
+                batch = self.decode_batch(train, order, k * c.batch_size + lo, local)
+                prompts = [p for p, _, _ in batch]
+                enc = acc.unwrap_model(model).encode(prompts * 2, [w for _, w, _ in batch] + [l for _, _, l in batch])
+                with acc.autocast():
+                    mu, ls = model(**enc)
+                noise = None
+                if c.loss == "mc":
+                    noise = torch.stack([pair_noise(c.seed, step, lo + i, c.mc_samples, acc.device) for i in range(local)])
+                loss = pair_loss(mu[:local], ls[:local], mu[local:], ls[local:], c, noise).mean()
+                acc.backward(loss)
+                acc.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                stats = torch.stack([loss.detach().float(), (mu[:local] > mu[local:]).float().mean(),
+                                     sigma_from_log(ls.detach()).float().mean()])  # fmt: skip
+                stats = acc.reduce(stats, reduction="mean")
+                row = {"step": step + 1, "loss": round(stats[0].item(), 5), "accuracy": round(stats[1].item(), 4),
+                       "sigma": round(stats[2].item(), 5), "lr": sched.get_last_lr()[0],
+                       "elapsed_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+                if (step + 1) % c.eval_every == 0 or step + 1 == c.steps:
+                    last_eval = self.evaluate(acc.unwrap_model(model), test)
+                    row.update(last_eval)
+                    model.train()
+                if (step + 1) % c.checkpoint_every == 0 and step + 1 < c.steps:
+                    self.save_checkpoint(model, opt, sched, step + 1)
+                if metrics is not None:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}", sigma=f"{row['sigma']:.3f}")
+        except BadRowError:
+            self.save_checkpoint(model, opt, sched, step)  # keep what was learnt up to the bad row
+            raise
+        finally:
+            bar.close()
+            if metrics is not None:
+                metrics.close()
+        if acc.is_main_process:
+            acc.unwrap_model(model).save_pretrained(self.out)
+            summary = {"steps": c.steps, "train_pairs": len(train), "test_pairs": len(test),
+                       "skipped_pairs": len(self.skipped), "wall_s": round(time.perf_counter() - t0, 1),
+                       "processes": acc.num_processes, **last_eval}  # fmt: skip
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        acc.wait_for_everyone()
+        return self.out
+
+    @torch.no_grad()
+    def evaluate(self, model: SpatialScore, test: list[PairRow]) -> dict:
+        """Pairwise accuracy (chosen scored above rejected) on the test split, sharded over processes."""
+        if not test:
+            return {}
+        acc = self.acc
+        model.eval()
+        mine = test[acc.process_index :: acc.num_processes]
+        correct = torch.zeros(2, device=acc.device)
+        for k in range(0, len(mine), 32):
+            batch = []
+            for row in mine[k : k + 32]:
+                try:
+                    batch.append(row.decode())
+                except BadRowError as e:
+                    self.bad_row(e)
+            if not batch:
+                continue
+            prompts = [p for p, _, _ in batch]
+            r = model.score(prompts * 2, [w for _, w, _ in batch] + [l for _, _, l in batch], batch_size=64)
+            n = len(batch)
+            correct[0] += float((r.mu[:n] > r.mu[n:]).sum())
+            correct[1] += n
+        correct = acc.reduce(correct, reduction="sum")
+        return {"eval_accuracy": round((correct[0] / correct[1].clamp_min(1)).item(), 4), "eval_n": int(correct[1].item())}
