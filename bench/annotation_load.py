@@ -153,6 +153,10 @@ class AppClient:
         return type("Ack", (), {"submission_id": submission_id, "seq": r["seq"], "duplicate": r["duplicate"]})
 
 
+def noop() -> dict:
+    return {}
+
+
 def serve_app(root: Path, config: AnnotationConfig, port: int) -> None:
     """Serve the Annotate tab on localhost until SIGTERM; identity from an `x-annotator` header
     (bench only, no login). Also serves `/bench_noop`, an endpoint that does nothing: the baseline
@@ -166,7 +170,7 @@ def serve_app(root: Path, config: AnnotationConfig, port: int) -> None:
         with gr.Tab("Annotate"):
             build_annotate_tab(lambda: store, lambda profile, request: request.headers.get("x-annotator"),
                                lambda who: False)  # fmt: skip
-        gr.api(lambda: {}, api_name="bench_noop", concurrency_limit=None)
+        gr.api(noop, api_name="bench_noop", concurrency_limit=None)
     demo.queue(default_concurrency_limit=None).launch(server_port=port, prevent_thread_lock=True, quiet=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -122,3 +122,28 @@ def test_a_new_export_replaces_the_old_one_and_other_folders_are_refused(tmp_pat
     with pytest.raises(AnnotationError, match="not an annotation export"):
         export(labelled, precious)
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_the_command_line_imports_exports_and_reports(tmp_path, capsys):
+    from spatial.annotation.__main__ import main
+
+    store_dir = tmp_path / "store"
+    assert main(["import", "--store", str(store_dir), "world:4:1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["added"], out["existing"]) == (4, 0)
+    store = AnnotationStore(store_dir)
+    for who in ("ann", "bob"):
+        for _ in range(4):
+            press(store, who, "a")
+    assert main(["export", "--store", str(store_dir), "--out", str(tmp_path / "out"), "--test-fraction", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == {"train": 4}
+    assert main(["stats", "--store", str(store_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["percent_agreement"] == 1.0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for argv, message in [(["export", "--store", str(store_dir), "--out", str(tmp_path / "mine")], "not an annotation export"),
+                          (["stats", "--store", str(tmp_path / "nowhere")], "no annotation store"),
+                          (["import", "--store", str(store_dir), "world:zero"], "world:N")]:  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1

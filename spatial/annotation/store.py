@@ -234,18 +234,22 @@ class AnnotationStore:
         self.images = ImageStore(self.root / "images", fsync=self.config.fsync_images,
                                  max_side=self.config.max_image_side)  # fmt: skip
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.root / "annotation.sqlite3",
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=self.config.busy_timeout_s,
-        )
-        self._db.row_factory = sqlite3.Row
+        self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={self.config.synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)
+        # Reads (statistics, exports, progress) use their own connection: under WAL they see the last
+        # commit without waiting for, or holding up, a label being written.
+        self._read_lock = threading.Lock()
+        self._reader = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.root / "annotation.sqlite3", isolation_level=None, check_same_thread=False,
+                             timeout=self.config.busy_timeout_s)  # fmt: skip
+        db.row_factory = sqlite3.Row
+        return db
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -262,12 +266,13 @@ class AnnotationStore:
             self._db.execute("COMMIT")
 
     def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     def __enter__(self) -> "AnnotationStore":
         return self
@@ -477,16 +482,24 @@ class AnnotationStore:
     def progress(self, annotator: str) -> Progress:
         who = self._who(annotator)
         r = self.config.overlap
-        with self._lock:
-            one = lambda sql, args=(): self._db.execute(sql, args).fetchone()[0]  # noqa: E731
-            return Progress(
-                labelled=one("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,)),
-                available=one(
-                    "SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
-                    " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)",
-                    (r, who),
-                ),
-                queue=one("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,)),
-                pairs=one("SELECT COUNT(*) FROM pairs"),
-                labels=one("SELECT COUNT(*) FROM labels"),
-            )
+        with self._read_lock:
+            one = lambda sql, args=(): self._reader.execute(sql, args).fetchone()[0]  # noqa: E731
+            self._reader.execute("BEGIN")  # one snapshot for all five counts
+            try:
+                return self._progress(one, who, r)
+            finally:
+                self._reader.execute("COMMIT")
+
+    @staticmethod
+    def _progress(one, who: str, r: int) -> Progress:
+        return Progress(
+            labelled=one("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,)),
+            available=one(
+                "SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
+                " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)",
+                (r, who),
+            ),
+            queue=one("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,)),
+            pairs=one("SELECT COUNT(*) FROM pairs"),
+            labels=one("SELECT COUNT(*) FROM labels"),
+        )
