@@ -221,11 +221,14 @@ class JobManager:
         return rows
 
     def progress(self, job_id: str, actor: Actor) -> float | None:
-        """Fraction done from the last metrics line, or None when the trainer has not said."""
-        rows = [r for r in self.metrics(job_id, actor) if "step" in r and r.get("total_steps")]
+        """Fraction done from the last metrics line (`step` over `total_steps`, or over the job's
+        configured `steps`/`iterations`), or None when the trainer has not said."""
+        job = self.get(job_id, actor)
+        rows = [r for r in self.metrics(job_id, actor) if "step" in r]
         if not rows:
-            return None
-        return min(1.0, rows[-1]["step"] / rows[-1]["total_steps"])
+            return 1.0 if job.status == "succeeded" else None
+        total = rows[-1].get("total_steps") or job.config.get("steps") or job.config.get("iterations")
+        return min(1.0, rows[-1]["step"] / total) if total else None
 
     def checkpoints(self, kind: str | None = None) -> list[dict]:
         """Finished checkpoints of succeeded (or stopped) runs, newest first, for pickers."""
@@ -236,6 +239,8 @@ class JobManager:
             if kind and job.kind != kind:
                 continue
             run = Path(job.run_dir)
+            if (run / "spatialscore_config.json").is_file():  # a reward run saves its model in the run folder
+                out.append({"job": job.id, "kind": job.kind, "path": str(run), "step": None, "status": job.status})
             for ckpt in sorted(run.glob("checkpoint-*"), key=_step_of, reverse=True) + [run / "final"]:
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     out.append({"job": job.id, "kind": job.kind, "path": str(ckpt), "step": _step_of(ckpt),

@@ -27,15 +27,26 @@ def load_upload(path: str | None, label: str) -> Image.Image | None:
         raise gr.Error(f"Image {label} is not a readable image file.") from None
 
 
-def score_images(ctx: AppContext, prompt, path_a, path_b) -> str:
+def scorer_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    choices = [("Default (SPATIAL_SCORER)", "default"), ("SpatialWorld oracle", "oracle"), ("Zero-shot judge", "judge")]
+    for ckpt in ctx.jobs.checkpoints("reward"):
+        if ckpt["status"] == "succeeded":
+            choices.append((f"reward run {ckpt['job']}", ckpt["path"]))
+    return choices
+
+
+def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | None = "default") -> str:
     prompt = clean_prompt(prompt)
     images = [(label, im) for label, im in (("A", load_upload(path_a, "A")), ("B", load_upload(path_b, "B"))) if im is not None]
     if not images:
         raise gr.Error("Upload at least one image.")
     lines = []
-    scorer = ctx.scorer()
+    name = None if scorer_name in (None, "", "default") else scorer_name
+    if name is not None and name not in {v for _, v in scorer_choices(ctx)}:
+        raise gr.Error("Pick a scorer from the list.")  # never load an arbitrary path from a request
+    scorer = ctx.scorer(name)
     if scorer is None:
-        lines.append(f"SpatialScore unavailable: {ctx.scorer_error()}")
+        lines.append(f"Scorer unavailable: {ctx.scorer_error(name)}")
     else:
         try:
             r = scorer.score([prompt] * len(images), [im for _, im in images])
@@ -69,7 +80,11 @@ def build_score_tab(ctx: AppContext) -> None:
     with gr.Row():
         a = gr.Image(label="Image A", type="filepath", height=280, elem_id="score-image-a")
         b = gr.Image(label="Image B (optional)", type="filepath", height=280)
+    with gr.Row():
+        scorer = gr.Dropdown(label="Scorer", choices=scorer_choices(ctx), value="default", elem_id="score-scorer")
+        refresh = gr.Button("↻", scale=0, min_width=40)
     go = gr.Button("Score", variant="primary")
     out = gr.Markdown()
-    go.click(lambda p, x, y: score_images(ctx, p, x, y), [prompt, a, b], out, api_name="score_images",
+    go.click(lambda p, x, y, s: score_images(ctx, p, x, y, s), [prompt, a, b, scorer], out, api_name="score_images",
              concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
+    refresh.click(lambda: gr.update(choices=scorer_choices(ctx)), None, scorer, api_name=False)

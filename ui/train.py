@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from spatial.jobs import JobError
+from spatial.reward.trainer import RewardTrainingConfig
 from spatial.rl.config import PRESETS as GRPO_PRESETS
 from spatial.rl.config import GRPOConfig
 
@@ -17,6 +19,9 @@ from .forms import DataclassForm
 
 GRPO_FIELDS = ["preset", "base_model", "reward", "reward_model", "group_size", "top_k", "prompts_per_iteration", "iterations", "sample_steps",
                "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "eval_prompts", "seed"]  # fmt: skip
+REWARD_FIELDS = ["pairs", "generate_pairs", "backbone", "steps", "batch_size", "learning_rate", "lora_rank",
+                 "lora_alpha", "loss", "mc_samples", "sigma_reg", "eval_every", "checkpoint_every", "seed"]  # fmt: skip
+NOT_FROM_FORMS = ("output_dir", "checkpoint_dir", "resume")  # the job manager owns these
 JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]
 
 
@@ -63,6 +68,11 @@ def build_train_tab(ctx: AppContext) -> None:
             with gr.Tab("Spatial-RL (GRPO)"):
                 grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"], elem_prefix="grpo")
                 start_grpo = gr.Button("Start GRPO run", variant="primary")
+            with gr.Tab("SpatialScore (reward model)"):
+                gr.Markdown("Pairs: a pair folder (SpatialWorld layout, e.g. an annotation export's `pairs/`) "
+                            "or a Hub dataset id; empty generates SpatialWorld pairs.")  # fmt: skip
+                reward = DataclassForm(RewardTrainingConfig, REWARD_FIELDS, elem_prefix="reward")
+                start_reward = gr.Button("Start reward training", variant="primary")
         with gr.Column(scale=3):
             jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True)
             selected = gr.Dropdown(label="Job", choices=[], allow_custom_value=True)
@@ -76,17 +86,20 @@ def build_train_tab(ctx: AppContext) -> None:
             log = gr.Textbox(label="Log (tail)", lines=12, max_lines=12, autoscroll=True)
     timer = gr.Timer(2.0)
 
-    def start(profile: gr.OAuthProfile | None, *values):
-        actor = ctx.actor(profile)
-        if not actor.is_admin:
-            raise gr.Error("only admins can start training jobs: sign in with an admin account")
-        try:
-            config = grpo.build(list(values))
-            config_dict = {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "resume")}
-            job = ctx.jobs.submit(actor, "grpo", config_dict)
-        except (JobError, ValueError) as e:
-            raise gr.Error(str(e)) from None
-        return job_table(ctx, profile), gr.update(choices=[j for j in job_table(ctx, profile)["id"]], value=job.id)
+    def starter(kind: str, form: DataclassForm):
+        def start(profile: gr.OAuthProfile | None, *values):
+            actor = ctx.actor(profile)
+            if not actor.is_admin:
+                raise gr.Error("only admins can start training jobs: sign in with an admin account")
+            try:
+                config = dataclasses.asdict(form.build(list(values)))
+                job = ctx.jobs.submit(actor, kind, {k: v for k, v in config.items() if k not in NOT_FROM_FORMS})
+            except (JobError, ValueError) as e:
+                raise gr.Error(str(e)) from None
+            table = job_table(ctx, profile)
+            return table, gr.update(choices=list(table["id"]), value=job.id)
+
+        return start
 
     def refresh(job_id, profile: gr.OAuthProfile | None):
         table = job_table(ctx, profile)
@@ -105,7 +118,10 @@ def build_train_tab(ctx: AppContext) -> None:
         return handler
 
     outputs = [jobs, selected, status, progress, log, curves, evals]
-    start_grpo.click(start, grpo.components, [jobs, selected], api_name="start_grpo", concurrency_limit=1)
+    start_grpo.click(starter("grpo", grpo), grpo.components, [jobs, selected], api_name="start_grpo",
+                     concurrency_limit=1)  # fmt: skip
+    start_reward.click(starter("reward", reward), reward.components, [jobs, selected], api_name="start_reward",
+                       concurrency_limit=1)  # fmt: skip
     timer.tick(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     selected.change(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     cancel.click(act("cancel"), [selected], outputs, api_name="cancel_job")
