@@ -147,3 +147,21 @@ def test_the_command_line_imports_exports_and_reports(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_reward_training_starts_from_the_exported_pairs(tmp_path, labelled):
+    from spatial.reward.toy import ToyVLMConfig, build_toy_backbone
+    from training import train_reward
+
+    model, processor = build_toy_backbone(ToyVLMConfig(image_size=32, vision_hidden=32, vision_depth=1, vision_heads=2,
+                                                       hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64,
+                                                       mrope_section=(2, 3, 3)))  # fmt: skip
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    summary = export(labelled, tmp_path / "out")
+    argv = ["--pairs", str(tmp_path / "out" / "pairs"), "--backbone", str(tmp_path / "vlm"), "--output_dir",
+            str(tmp_path / "run"), "--steps", "2", "--batch_size", "4", "--lora_rank", "2", "--mc_samples", "16",
+            "--checkpoint_every", "2", "--eval_every", "2", "--threads", "1"]  # fmt: skip
+    assert train_reward.main(argv) == 0
+    trained = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert trained["train_pairs"] == summary.pairs["train"]
