@@ -140,7 +140,8 @@ class RewardTrainer:
             mp = config.mixed_precision
             if mp == "auto":
                 mp = "bf16" if torch.cuda.is_available() else "no"
-            accelerator = Accelerator(mixed_precision=mp)
+            # cpu=True without GPUs makes `accelerate launch` on CPU join a gloo process group.
+            accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
         self.acc = accelerator
         if config.batch_size % self.acc.num_processes:
             raise ValueError(f"batch_size {config.batch_size} does not divide by {self.acc.num_processes} processes")

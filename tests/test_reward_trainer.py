@@ -1,0 +1,91 @@
+"""RewardTrainer end to end on a tiny Qwen2.5-VL: outputs, checkpoints, bad rows, resume, command line."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spatial.reward.data import BadRowError, load_pairs
+from spatial.reward.model import SpatialScore
+from spatial.reward.trainer import RewardTrainer, RewardTrainingConfig
+from spatial.world import write_pairs
+from tests.test_reward_model import tiny_backbone
+from training import train_reward
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_pairs(root / "pairs", 24, seed=5, size=32, test_fraction=1 / 6)
+    return tiny_backbone(root / "vlm"), root / "pairs"
+
+
+def config(setup, out, **kw):
+    backbone, pairs = setup
+    base = dict(pairs=str(pairs), backbone=str(backbone), output_dir=str(out), steps=4, batch_size=4, lora_rank=2,
+                mc_samples=64, checkpoint_every=2, eval_every=2, keep_checkpoints=1, learning_rate=5e-3, threads=1)  # fmt: skip
+    return RewardTrainingConfig(**{**base, **kw})
+
+
+def weights(folder):
+    return {**load_file(str(folder / "adapter" / "adapter_model.safetensors")), **load_file(str(folder / "head.safetensors"))}
+
+
+def test_training_leaves_a_loadable_model_metrics_checkpoints_and_a_summary(setup, tmp_path):
+    out = RewardTrainer(config(setup, tmp_path / "run"), progress=False).run()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all({"loss", "accuracy", "sigma", "lr"} <= set(r) for r in rows)
+    assert "eval_accuracy" in rows[1] and "eval_accuracy" in rows[3] and "eval_accuracy" not in rows[2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_n"] == 4 and summary["train_pairs"] == 20
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
+    model = SpatialScore.from_pretrained(out)
+    prompt, chosen, rejected = load_pairs(str(setup[1]), "test")[0].decode()
+    assert model.score([prompt, prompt], [chosen, rejected]).mu.shape == (2,)
+    # Trained: LoRA's B matrices start at zero and have moved.
+    lora_b = [v for k, v in weights(out).items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+
+
+def test_a_bad_row_stops_after_a_checkpoint_and_the_rerun_resumes_to_the_same_weights(setup, tmp_path):
+    straight = RewardTrainer(config(setup, tmp_path / "straight"), progress=False).run()
+    pairs = tmp_path / "pairs"
+    shutil.copytree(setup[1], pairs)
+    trainer = RewardTrainer(config(setup, tmp_path / "stopped", pairs=str(pairs), on_bad_row="stop"), progress=False)
+    train = load_pairs(str(pairs), "train")
+    row = train[trainer.order(len(train), 0)[2 * 4 + 1]]  # second pair of the third step
+    original = open(row.chosen, "rb").read()
+    open(row.chosen, "wb").write(b"broken")
+    with pytest.raises(BadRowError, match=r"metadata.jsonl:\d+: chosen image does not decode"):
+        trainer.run()
+    assert (tmp_path / "stopped" / "checkpoints" / "step-2" / "trainer_state.pt").is_file()
+    open(row.chosen, "wb").write(original)
+    resumed = RewardTrainer(config(setup, tmp_path / "stopped", pairs=str(pairs), on_bad_row="stop"), progress=False).run()
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_a_bad_row_is_skipped_when_asked_and_named_in_the_log(setup, tmp_path, capsys):
+    pairs = tmp_path / "pairs"
+    shutil.copytree(setup[1], pairs)
+    train = load_pairs(str(pairs), "train")
+    open(train[0].rejected, "wb").write(b"broken")
+    cfg = config(setup, tmp_path / "run", pairs=str(pairs), steps=6, on_bad_row="skip")
+    out = RewardTrainer(cfg, progress=False).run()
+    assert json.loads((out / "summary.json").read_text())["skipped_pairs"] == 1
+    assert "skipping bad pair" in capsys.readouterr().err and "metadata.jsonl:1" in train[0].where
+
+
+def test_the_command_line_reports_bad_input_in_one_line(setup, tmp_path, capsys):
+    assert train_reward.main(["--pairs", str(tmp_path / "nowhere"), "--backbone", str(setup[0]),
+                              "--output_dir", str(tmp_path / "o")]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot load pairs")
+    with pytest.raises(SystemExit) as e:
+        train_reward.main(["--loss", "hinge"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: loss must be mc or closed"
