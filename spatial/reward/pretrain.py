@@ -39,6 +39,7 @@ ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 TASKS = ("where", "list", "yesno", "judge")
 OBJECT_NAMES = [f"{c} {s}" for c in COLOURS for s in SHAPES]
+RELATION_MARGIN = 0.08  # centre offsets within this (image fractions) count as "neither side"
 
 
 @dataclass
@@ -73,6 +74,8 @@ class PretrainVLMConfig:
     """Layer whose image-token states the image probe reads (1 = after the first layer)."""
     grounding_text_layer: int = 2
     """Layer whose object-mention states the mention probe reads."""
+    grounding_relation_layer: int = 3
+    """Layer whose clause states the relation probe reads."""
     eval_every: int = 250
     """Steps between held-out evaluations (and resumable checkpoints)."""
     eval_size: int = 256
@@ -121,6 +124,8 @@ class Question:
     image: object  # PIL image
     answer: str
     scene: Scene
+    clauses: bool = False
+    """The text names objects two by two as '<A> <relation> <B>' clauses (relation probe applies)."""
 
 
 class QuestionSampler:
@@ -150,7 +155,7 @@ class QuestionSampler:
             prompt, chosen, rejected = rng.choice(self.pairs)
             good = rng.random() < 0.5
             scene, img = chosen if good else rejected
-            return Question(JUDGE_QUESTION.format(prompt=prompt), img, "yes" if good else "no", scene)
+            return Question(JUDGE_QUESTION.format(prompt=prompt), img, "yes" if good else "no", scene, clauses=True)
         scene, img = rng.choice(self.easy if easy else self.scenes)
         objs = list(scene.objects)
         if task == "where":
@@ -167,7 +172,7 @@ class QuestionSampler:
                 c = direction_cosine(a.box, b.box, pred)
                 if (want_yes and c >= CLEAR) or (not want_yes and c <= CLEARLY_NOT):
                     text = f"is the {a.name} {rng.choice(PHRASES[pred])} the {b.name}"
-                    return Question(text, img, "yes" if want_yes else "no", scene)
+                    return Question(text, img, "yes" if want_yes else "no", scene, clauses=True)
             return self.sample("where", rng, easy)
         raise ValueError(f"unknown task {task!r}")
 
@@ -176,8 +181,9 @@ class GroundingHeads(nn.Module):
     """Linear probes used only during pretraining (dense grounding supervision), then discarded.
 
     On every image token: its own row and column in the token grid and the object covering it
-    (or background). On every object mention in the text ("red circle" at the shape word): the
-    row and column of that object in the image.
+    (or background). On every object mention in the text: the row and column of that object in
+    the image. On the second mention of each '<A> <relation> <B>' clause: where A lies from B,
+    per axis (clearly before / neither / clearly after), which is what relations are made of.
     """
 
     def __init__(self, hidden: int, grid: int):
@@ -185,12 +191,17 @@ class GroundingHeads(nn.Module):
         self.grid = grid
         self.image = nn.Linear(hidden, 2 * grid + len(OBJECT_NAMES) + 1)
         self.text = nn.Linear(hidden, 2 * grid)
+        self.relation = nn.Linear(hidden, 6)
+
+    @staticmethod
+    def side(d: float) -> int:
+        return 0 if d < -RELATION_MARGIN else (2 if d > RELATION_MARGIN else 1)
 
     def cell(self, x: float, y: float) -> tuple[int, int]:
         g = self.grid
         return min(int(y * g), g - 1), min(int(x * g), g - 1)
 
-    def loss(self, hidden_image, hidden_text, batch, questions, processor) -> tuple[torch.Tensor, dict]:
+    def loss(self, hidden_image, hidden_text, hidden_relation, batch, questions, processor) -> tuple[torch.Tensor, dict]:
         g = self.grid
         ce = nn.functional.cross_entropy
         ids = batch["input_ids"]
@@ -212,18 +223,26 @@ class GroundingHeads(nn.Module):
         loss_img = ce(logits[:, :g], t[:, 0]) + ce(logits[:, g : 2 * g], t[:, 1]) + ce(logits[:, 2 * g :], t[:, 2])
         # Object mentions: the shape word right after a colour word.
         tok = processor.tokenizer
-        colours = {tok.convert_tokens_to_ids(c) for c in COLOURS}
+        colours = {tok.convert_tokens_to_ids(c): c for c in COLOURS}
         shapes = {tok.convert_tokens_to_ids(s): s for s in SHAPES}
-        rows, pos = [], []
+        whole = {tok.convert_tokens_to_ids(n): n for n in OBJECT_NAMES if n in tok.get_vocab()}
+        rows, pos, rel_rows, rel = [], [], [], []
         for b, q in enumerate(questions):
             by_name = {o.name: o for o in q.scene.objects}
             seq = ids[b].tolist()
+            mentions = []
             for k in range(1, len(seq)):
-                if seq[k] in shapes and seq[k - 1] in colours:
-                    o = by_name.get(f"{tok.convert_ids_to_tokens(seq[k - 1])} {shapes[seq[k]]}")
-                    if o is not None:
-                        rows.append((b, k))
-                        pos.append(self.cell(o.x, o.y))
+                name = whole.get(seq[k])
+                if name is None and seq[k] in shapes and seq[k - 1] in colours:
+                    name = f"{colours[seq[k - 1]]} {shapes[seq[k]]}"
+                if name in by_name:
+                    rows.append((b, k))
+                    pos.append(self.cell(by_name[name].x, by_name[name].y))
+                    mentions.append((k, by_name[name]))
+            if q.clauses:
+                for (_, a), (k, o) in zip(mentions[0::2], mentions[1::2]):
+                    rel_rows.append((b, k))
+                    rel.append((self.side(a.x - o.x), self.side(a.y - o.y)))
         stats = {"aux_cell": (logits[:, :g].argmax(1) == t[:, 0]).float().mean().item(),
                  "aux_content": (logits[:, 2 * g :].argmax(1) == t[:, 2]).float().mean().item()}  # fmt: skip
         if not rows:
@@ -233,7 +252,14 @@ class GroundingHeads(nn.Module):
         lt = self.text(hidden_text[r[:, 0], r[:, 1]].float())
         loss_txt = ce(lt[:, :g], p[:, 0]) + ce(lt[:, g:], p[:, 1])
         stats["aux_mention"] = ((lt[:, :g].argmax(1) == p[:, 0]) & (lt[:, g:].argmax(1) == p[:, 1])).float().mean().item()
-        return loss_img + loss_txt, stats
+        if not rel_rows:
+            return loss_img + loss_txt, stats
+        r = torch.tensor(rel_rows, device=ids.device)
+        y = torch.tensor(rel, device=ids.device)
+        lr = self.relation(hidden_relation[r[:, 0], r[:, 1]].float())
+        loss_rel = ce(lr[:, :3], y[:, 0]) + ce(lr[:, 3:], y[:, 1])
+        stats["aux_relation"] = ((lr[:, :3].argmax(1) == y[:, 0]) & (lr[:, 3:].argmax(1) == y[:, 1])).float().mean().item()
+        return loss_img + loss_txt + loss_rel, stats
 
 
 def encode(processor, questions: list[Question], device, image_first: bool = True) -> dict:
@@ -307,7 +333,8 @@ class VLMPretrainer:
             loss, aux = out.loss, {}
             if c.grounding_weight > 0:
                 hs = out.hidden_states
-                g_loss, aux = heads.loss(hs[c.grounding_image_layer], hs[c.grounding_text_layer], batch, questions, processor)
+                g_loss, aux = heads.loss(hs[c.grounding_image_layer], hs[c.grounding_text_layer],
+                                         hs[c.grounding_relation_layer], batch, questions, processor)  # fmt: skip
                 loss = loss + c.grounding_weight * g_loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

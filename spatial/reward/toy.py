@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from spatial.world import words
+from spatial.world import COLOURS, SHAPES, words
 
 from .processing import REWARD_TOKEN, ImageProcessor
 
@@ -64,13 +64,19 @@ class ToyVLMConfig:
     """Key/value heads (grouped-query attention when fewer than `heads`)."""
     intermediate: int = 384
     """Language model MLP width."""
-    rope_theta: float = 20.0
-    """M-RoPE base; small so a 4x4 token grid spans useful angles in the height/width sections."""
+    rope_theta: float = 3.0
+    """M-RoPE base. Qwen2.5-VL's sections take the rotary pairs in frequency order (time, height,
+    width), so with a large base the width pairs barely turn across a 4x4 grid; at 3 every
+    height/width pair turns 0.36-0.9 rad per token."""
     mrope_section: tuple[int, int, int] = (2, 7, 7)
     """Rotary pairs given to (time, height, width); sums to head width / 2."""
+    object_tokens: bool = False
+    """One token per "<colour> <shape>" (30 added tokens), so naming an object is one token, not two."""
+    init_std: float = 0.06
+    """Std of the initial weights (transformers' 0.02 trains far slower at this width)."""
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(object_tokens: bool = True) -> PreTrainedTokenizerFast:
     vocab_words = [*SPECIAL, "<unk>", *PUNCTUATION, *sorted(set(words()) | set(EXTRA_WORDS))]
     vocab = {w: i for i, w in enumerate(vocab_words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -79,8 +85,14 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<|endoftext|>",
                                    eos_token="<|im_end|>", additional_special_tokens=SPECIAL[1:],
                                    model_max_length=512)  # fmt: skip
+    if object_tokens:
+        fast.add_tokens([AddedToken(name, single_word=True, normalized=True) for name in object_names()])
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def object_names() -> list[str]:
+    return [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
 def build_processor(cfg: ToyVLMConfig = ToyVLMConfig()) -> ImageProcessor:
@@ -89,7 +101,8 @@ def build_processor(cfg: ToyVLMConfig = ToyVLMConfig()) -> ImageProcessor:
         raise ValueError("image_size must be a multiple of patch_size * merge_size")
     image_processor = Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size,
                                                temporal_patch_size=2, min_pixels=side * side, max_pixels=side * side)  # fmt: skip
-    return ImageProcessor(image_processor=image_processor, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)
+    return ImageProcessor(image_processor=image_processor, tokenizer=build_tokenizer(cfg.object_tokens),
+                          chat_template=CHAT_TEMPLATE)  # fmt: skip
 
 
 def build_toy_backbone(cfg: ToyVLMConfig = ToyVLMConfig(), seed: int = 0):
@@ -104,19 +117,19 @@ def build_toy_backbone(cfg: ToyVLMConfig = ToyVLMConfig(), seed: int = 0):
             vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
             num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
             max_position_embeddings=512, pad_token_id=ids["<|endoftext|>"], bos_token_id=None,
-            eos_token_id=ids["<|im_end|>"],
+            eos_token_id=ids["<|im_end|>"], initializer_range=cfg.init_std,
             rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta, "mrope_section": list(cfg.mrope_section)},
         ),
         vision_config=dict(
             depth=cfg.vision_depth, hidden_size=cfg.vision_hidden, intermediate_size=2 * cfg.vision_hidden,
             num_heads=cfg.vision_heads, patch_size=cfg.patch_size, spatial_merge_size=cfg.merge_size,
             temporal_patch_size=2, window_size=cfg.image_size, out_hidden_size=cfg.hidden,
-            fullatt_block_indexes=list(range(cfg.vision_depth)),
+            fullatt_block_indexes=list(range(cfg.vision_depth)), initializer_range=cfg.init_std,
             rope_parameters={"rope_type": "axial", "rope_theta": cfg.vision_rope_theta},
         ),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, initializer_range=cfg.init_std,
     )  # fmt: skip
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
