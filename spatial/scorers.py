@@ -113,7 +113,7 @@ class ZeroShotJudge(Scorer):
             for i, p in enumerate(ps):
                 if not isinstance(p, str) or not p.strip():
                     raise ScoringInputError(f"prompt {k + i} is empty")
-            texts = [self.processor.apply_chat_template(user_turn(self.question.format(prompt=p), image_first=False),
+            texts = [self.processor.apply_chat_template(user_turn(self.question.format(prompt=p), image_first=True),
                                                         add_generation_prompt=True, tokenize=False) for p in ps]  # fmt: skip
             pil = [load_image(im, f"image {k + i}") for i, im in enumerate(ims)]
             # Left padding puts every row's next-token position last, so one logit row per image.

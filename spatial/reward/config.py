@@ -26,8 +26,9 @@ class SpatialScoreConfig:
     """Base Qwen2.5-VL (folder or Hub id); a folder is stored relative to the checkpoint when possible."""
     instruction: str = INSTRUCTION
     """Instruction text; must contain `{prompt}`."""
-    image_first: bool = False
-    """Put the image before the instruction in the user turn (default: after it)."""
+    image_first: bool = True
+    """Image before the instruction in the user turn (as Qwen2.5-VL is usually prompted), so every
+    instruction token can look at the image."""
     head_hidden: int = 0
     """Width of the MLP head's hidden layer (0: the backbone's hidden size)."""
     lora_rank: int = 16

@@ -52,21 +52,21 @@ class PretrainVLMConfig:
     """Seed of the initial weights and the task sampler."""
     world_seed: int = 1000
     """SpatialWorld seed of the training scenes (keep apart from reward and evaluation seeds)."""
-    steps: int = 1500
+    steps: int = 3000
     """Optimiser steps."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Questions per step."""
     learning_rate: float = 1e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
     warmup: int = 100
     """Warm-up steps."""
-    easy_fraction: float = 0.2
+    easy_fraction: float = 0.3
     """Fraction of the steps that use only easy scenes (two objects, no distractors)."""
-    pool: int = 12000
+    pool: int = 8000
     """Scenes rendered up front (each question draws one)."""
-    pairs: int = 6000
+    pairs: int = 4000
     """SpatialWorld preference pairs rendered up front for the judge task."""
-    mix: str = "where:2,list:1,yesno:3,judge:2"
+    mix: str = "where:2,yesno:3,judge:3"
     """Task weights, `task:weight` separated by commas (tasks: where, list, yesno, judge)."""
     grounding_weight: float = 1.0
     """Weight of the dense grounding probes (image-token cell and content, object-mention cell); 0 turns them off."""
@@ -76,10 +76,12 @@ class PretrainVLMConfig:
     """Layer whose object-mention states the mention probe reads."""
     grounding_relation_layer: int = 3
     """Layer whose clause states the relation probe reads."""
-    eval_every: int = 250
+    eval_every: int = 500
     """Steps between held-out evaluations (and resumable checkpoints)."""
-    eval_size: int = 256
+    eval_size: int = 128
     """Held-out questions per task at each evaluation."""
+    model: str = ""
+    """ToyVLMConfig fields to change, as a JSON object (e.g. '{"layers": 6}'); empty: the defaults."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
     device: str = "auto"
@@ -91,6 +93,16 @@ class PretrainVLMConfig:
         if not 0.0 <= self.easy_fraction <= 1.0:
             raise ValueError("easy_fraction must be in [0, 1]")
         parse_mix(self.mix)
+        self.toy_config()
+
+    def toy_config(self) -> ToyVLMConfig:
+        if not self.model.strip():
+            return ToyVLMConfig()
+        try:
+            fields = json.loads(self.model)
+            return ToyVLMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise ValueError(f"model must be a JSON object of ToyVLMConfig fields ({e})") from None
 
     def task_weights(self) -> dict[str, float]:
         return parse_mix(self.mix)
@@ -134,7 +146,9 @@ class QuestionSampler:
     def __init__(self, world_seed: int, n_scenes: int, n_pairs: int, size: int, progress: bool = True):
         n_easy = max(1, n_scenes // 4)
         bar = tqdm(total=n_scenes + n_easy + n_pairs, desc="render", disable=not progress)
-        self.scenes, self.easy, self.pairs = [], [], []
+        n_easy_pairs = max(1, n_pairs // 4)
+        bar.total += n_easy_pairs
+        self.scenes, self.easy, self.pairs, self.easy_pairs = [], [], [], []
         for i in range(n_scenes):
             ex = sample_example(example_seed(world_seed, i))
             self.scenes.append((ex.scene, render(ex.scene, size)))
@@ -148,11 +162,16 @@ class QuestionSampler:
             w, l = p.example.scene, p.perturbation.scene
             self.pairs.append((p.prompt, (w, render(w, size)), (l, render(l, size))))
             bar.update()
+        for i in range(n_easy_pairs):
+            p = sample_pair(example_seed(world_seed + 3, i), EASY)
+            w, l = p.example.scene, p.perturbation.scene
+            self.easy_pairs.append((p.prompt, (w, render(w, size)), (l, render(l, size))))
+            bar.update()
         bar.close()
 
     def sample(self, task: str, rng: random.Random, easy: bool) -> Question:
         if task == "judge":
-            prompt, chosen, rejected = rng.choice(self.pairs)
+            prompt, chosen, rejected = rng.choice(self.easy_pairs if easy else self.pairs)
             good = rng.random() < 0.5
             scene, img = chosen if good else rejected
             return Question(JUDGE_QUESTION.format(prompt=prompt), img, "yes" if good else "no", scene, clauses=True)
@@ -287,9 +306,9 @@ def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class VLMPretrainer:
-    def __init__(self, config: PretrainVLMConfig, toy: ToyVLMConfig = ToyVLMConfig(), progress: bool = True):
+    def __init__(self, config: PretrainVLMConfig, progress: bool = True):
         config.validate()
-        self.config, self.toy, self.progress = config, toy, progress
+        self.config, self.toy, self.progress = config, config.toy_config(), progress
         if config.threads:
             torch.set_num_threads(config.threads)
         dev = config.device
