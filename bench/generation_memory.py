@@ -1,0 +1,109 @@
+"""Side-by-side base vs tuned on the toy: one pipeline with the LoRA switched, vs two pipelines.
+
+    python bench/generation_memory.py --repeats 5
+
+Each layout runs in a fresh process (so peak RSS is its own): `one` loads the bundled toy, attaches
+a rank-16 LoRA as the `tuned` adapter and renders GenerationService.compare pairs; `two` loads the
+toy twice (the second with the LoRA merged into its own transformer copy) and renders the same pairs
+one per pipeline. Reported: peak RSS (ru_maxrss) after loading and after rendering, the RSS of the
+same process with one plain pipeline and no adapter (the baseline), and seconds per pair (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(layout: str, repeats: int) -> dict:
+    import torch
+    from diffusers import FluxPipeline
+
+    from spatial.generation import GenerationConfig, GenerationService, add_lora, sampling
+    from spatial.generation.config import TOY_BASE
+
+    torch.set_num_threads(2)
+    prompt, size, steps = "a red circle to the left of a blue square", 32, 20
+    config = GenerationConfig.for_preset("toy", device="cpu")
+    config.lora = None
+
+    def nudge(transformer):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for n, p in transformer.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+    if layout == "plain":
+        service = GenerationService(config)
+        service.pipeline
+        loaded = peak_mib()
+        run = lambda seed: service.generate(prompt, [seed])  # noqa: E731
+    elif layout == "one":
+        service = GenerationService(config)
+        add_lora(service.pipeline.transformer, rank=16, alpha=32, adapter_name="tuned")
+        nudge(service.pipeline.transformer)
+        service.adopt_adapter("tuned", "random rank-16")
+        loaded = peak_mib()
+        run = lambda seed: service.compare(prompt, seed)  # noqa: E731
+    else:
+        base = FluxPipeline.from_pretrained(TOY_BASE)
+        tuned = FluxPipeline.from_pretrained(TOY_BASE)
+        add_lora(tuned.transformer, rank=16, alpha=32, adapter_name="tuned")
+        nudge(tuned.transformer)
+        tuned.transformer.fuse_lora()
+        for p in (base, tuned):
+            p.set_progress_bar_config(disable=True)
+            for m in (p.vae, p.text_encoder, p.text_encoder_2, p.transformer):
+                m.eval()
+        loaded = peak_mib()
+
+        def run(seed):
+            return (sampling.generate_images(base, [prompt], [seed], steps, 3.5, size)[0],
+                    sampling.generate_images(tuned, [prompt], [seed], steps, 3.5, size)[0])  # fmt: skip
+
+    run(0)
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        run(r)
+        times.append(time.perf_counter() - t)
+    return {"layout": layout, "peak_rss_loaded_mib": round(loaded, 1), "peak_rss_mib": round(peak_mib(), 1),
+            "seconds": round(statistics.median(times), 4), "runs": [round(v, 4) for v in times]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.repeats)))
+        return
+    results = {}
+    for layout in ("plain", "one", "two"):
+        out = subprocess.run([sys.executable, __file__, "--child", layout, "--repeats", str(args.repeats)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+        results[layout] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(results[layout], flush=True)
+    plain = results["plain"]["peak_rss_mib"]
+    for layout in ("one", "two"):
+        results[layout]["rss_vs_one_plain_pipeline"] = round(results[layout]["peak_rss_mib"] / plain, 3)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

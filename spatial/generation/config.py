@@ -1,0 +1,184 @@
+"""GenerationConfig: which FLUX pipeline to load and how to sample from it, with two named presets.
+
+`toy` is the bundled checkpoint in assets/toy/flux (offline, CPU); `flux-dev` is
+black-forest-labs/FLUX.1-dev in bf16. Model ids and paths come from the config or the
+environment (`GenerationConfig.from_env`), never from code edits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOY_BASE = REPO_ROOT / "assets" / "toy" / "flux"
+TOY_LORA = REPO_ROOT / "assets" / "toy" / "rl-lora"
+TUNED = "tuned"
+
+
+class ConfigError(ValueError):
+    """A generation setting that cannot work; the message says which and what is allowed."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """The base model cannot be loaded; the message names what was looked for and how to supply it."""
+
+
+class AdapterUnavailableError(RuntimeError):
+    """A LoRA adapter that cannot be found or loaded; the message says what was looked for."""
+
+
+@dataclass
+class GenerationConfig:
+    """Generation: a FLUX pipeline (base model + optional RL LoRA) and its sampling defaults."""
+
+    preset: str = "toy"
+    """Named preset that filled the other fields: `toy` (bundled, offline) or `flux-dev`."""
+    base_model: str = str(TOY_BASE)
+    """Base FluxPipeline: a local folder in the diffusers layout or a Hub repo id."""
+    lora: str | None = str(TOY_LORA)
+    """RL-tuned LoRA (folder or Hub repo id) loaded as the `tuned` adapter; empty: none."""
+    steps: int = 20
+    """Denoising steps."""
+    guidance: float = 3.5
+    """FLUX distilled guidance scale (fed to the transformer's guidance embedding)."""
+    size: int = 32
+    """Image side in pixels (a multiple of 16; the toy is trained at 32)."""
+    dtype: str = "auto"
+    """`float32`, `bfloat16`, or `auto` (bf16 on CUDA when supported, fp32 otherwise)."""
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available)."""
+    batch_size: int = 16
+    """Images per transformer forward; larger requests are split (results do not depend on it)."""
+    max_sequence_length: int = 512
+    """T5 prompt length cap; the tokenizer's own `model_max_length` applies when smaller."""
+    local_files_only: bool = False
+    """Never contact the Hub (also implied by HF_HUB_OFFLINE=1)."""
+    cache_dir: str | None = None
+    """Hugging Face cache for Hub downloads; empty: the default (HF_HOME / HF_HUB_CACHE)."""
+
+    @classmethod
+    def for_preset(cls, name: str = "toy", **overrides) -> "GenerationConfig":
+        """The named preset's config, with `overrides` (None values keep the preset's)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown generation preset {name!r}; choose from {', '.join(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s): {', '.join(sorted(unknown))}")
+        config = replace(cls(), **{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+        config.validate()
+        return config
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "GenerationConfig":
+        """SPATIAL_PRESET (toy | flux-dev), SPATIAL_BASE_MODEL (folder or Hub id) and SPATIAL_LORA
+        (folder or Hub id of the RL adapter; `none` for none) over the preset's defaults."""
+        env = os.environ if env is None else env
+        config = cls.for_preset(env.get("SPATIAL_PRESET") or "toy", base_model=env.get("SPATIAL_BASE_MODEL") or None)
+        lora = (env.get("SPATIAL_LORA") or "").strip()
+        if lora:
+            config.lora = None if lora.lower() == "none" else lora
+        return config
+
+    def validate(self) -> None:
+        if not self.base_model:
+            raise ConfigError("base_model is empty; give a FluxPipeline folder or a Hub repo id")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        if self.size % 16 or not 16 <= self.size <= 2048:
+            raise ConfigError(f"size must be a multiple of 16 between 16 and 2048, got {self.size}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.max_sequence_length <= 512:
+            raise ConfigError("max_sequence_length must be between 1 and 512 (FLUX's T5 limit)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Presets override the defaults above (which are the toy's). flux-dev follows the model card:
+# bf16, 28 steps, guidance 3.5, 1024 px; its scheduler comes from the repo's own config.
+PRESETS: dict[str, dict] = {
+    "toy": {"preset": "toy"},
+    "flux-dev": {
+        "preset": "flux-dev",
+        "base_model": "black-forest-labs/FLUX.1-dev",
+        "lora": None,
+        "steps": 28,
+        "guidance": 3.5,
+        "size": 1024,
+        "dtype": "bfloat16",
+        "batch_size": 2,
+    },
+}
+
+
+@dataclass
+class PretrainConfig:
+    """Training the toy FLUX from scratch on SpatialWorld renders."""
+
+    out: str = "assets/toy/flux"
+    """Output folder: a FluxPipeline `save_pretrained` layout (plus `checkpoints/` while training)."""
+    seed: int = 0
+    """Seed of initialisation, data order and noise."""
+    data_seed: int = 10
+    """SpatialWorld seed of the training examples (evaluation uses other seeds)."""
+    examples: int = 40000
+    """Distinct training examples, rendered (and later encoded) once at the start."""
+    distractors: bool = False
+    """Keep SpatialWorld's unnamed distractor objects in the training scenes."""
+    min_size: float = 0.22
+    """Smallest object in the training renders (fraction of the side; SpatialWorld's default is 0.16).
+    The oracle judges any size; at 32 px larger shapes survive the autoencoder (round trip 58% -> 84%)."""
+    max_size: float = 0.32
+    """Largest object in the training renders (SpatialWorld's default is 0.26)."""
+    vae_steps: int = 800
+    """Autoencoder steps (stage 1)."""
+    vae_batch: int = 32
+    """Autoencoder batch size."""
+    vae_lr: float = 2e-3
+    """Autoencoder peak learning rate, cosine-decayed."""
+    steps: int = 5000
+    """Transformer steps (stage 2)."""
+    batch: int = 32
+    """Transformer batch size."""
+    lr: float = 1e-3
+    """Transformer (and text encoders) peak learning rate, cosine-decayed to 10%."""
+    warmup: int = 200
+    """Linear warm-up steps of stage 2."""
+    ema_decay: float = 0.998
+    """Decay of the weight average that is saved (0 saves the raw weights)."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every this many steps (both stages)."""
+    probe_every: int = 500
+    """Every this many steps, render `probe_prompts` held-out prompts and log the oracle's accuracy (0: never)."""
+    probe_prompts: int = 32
+    """Prompts in each probe."""
+    resume: bool = True
+    """Continue from `out/checkpoints` when present."""
+    threads: int = 2
+    """Torch CPU threads."""
+    device: str = "cpu"
+    """`cpu` or `cuda`. The shipped checkpoint is trained on the CPU."""
+
+    def validate(self) -> None:
+        for name in ("examples", "vae_steps", "vae_batch", "steps", "batch", "checkpoint_every", "threads",
+                     "probe_prompts"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.05 <= self.min_size <= self.max_size <= 0.4:
+            raise ValueError(f"object sizes must satisfy 0.05 <= min_size <= max_size <= 0.4, got {self.min_size}, {self.max_size}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("device cuda was asked for but this machine has no CUDA GPU")

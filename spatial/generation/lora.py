@@ -1,0 +1,96 @@
+"""peft LoRA on a FLUX transformer, saved and loaded in the diffusers LoRA format.
+
+The folder holds `pytorch_lora_weights.safetensors` with keys `transformer.<module>.lora_A/B.weight`
+and the adapter's LoraConfig in the safetensors header (`lora_adapter_metadata`). Without that
+header diffusers infers `lora_alpha` from the rank, so an adapter trained with alpha != rank
+would reload at the wrong scale and render differently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import FluxPipeline, FluxTransformer2DModel
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from .config import AdapterUnavailableError
+
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+# FLUX's attention and feed-forward projections, in both double- and single-stream blocks.
+LORA_TARGETS = (
+    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
+    "proj_mlp", "proj_out",
+)  # fmt: skip
+
+
+def _transformer(pipeline_or_transformer) -> FluxTransformer2DModel:
+    return getattr(pipeline_or_transformer, "transformer", pipeline_or_transformer)
+
+
+def add_lora(transformer: FluxTransformer2DModel, rank: int = 16, alpha: float = 32,
+             target_modules: tuple[str, ...] | list[str] = LORA_TARGETS, adapter_name: str = "default",
+             init: str | bool = "gaussian") -> LoraConfig:  # fmt: skip
+    """Attach a new LoRA adapter (scale alpha / rank) to the projections in `target_modules` that
+    this transformer has, and make it the active one. With the default init, B = 0: a no-op at first."""
+    present = [t for t in target_modules if any(name.endswith(t) for name, _ in transformer.named_modules())]
+    if not present:
+        raise ValueError(f"none of the LoRA target modules {list(target_modules)} exist in this transformer")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=present, init_lora_weights=init)
+    transformer.add_adapter(config, adapter_name=adapter_name)
+    transformer.set_adapter(adapter_name)
+    return config
+
+
+def adapter_metadata(transformer: FluxTransformer2DModel, adapter_name: str = "default") -> dict:
+    """The adapter's LoraConfig as a JSON-able dict (what diffusers stores in the safetensors header)."""
+    meta = transformer.peft_config[adapter_name].to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in meta.items()}
+
+
+def save_lora(pipeline_or_transformer, directory: str | Path, adapter_name: str = "default",
+              dtype: torch.dtype | None = torch.float32) -> Path:  # fmt: skip
+    """Write one adapter as a diffusers LoRA folder (weights + metadata); returns the folder.
+    Weights are stored in `dtype` (fp32 by default, so a bf16 run's adapter reloads anywhere)."""
+    transformer = _transformer(pipeline_or_transformer)
+    if adapter_name not in (getattr(transformer, "peft_config", None) or {}):
+        raise AdapterUnavailableError(f"the transformer has no LoRA adapter named {adapter_name!r}")
+    layers = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    if dtype is not None:
+        layers = {k: v.detach().to(dtype).contiguous() for k, v in layers.items()}
+    FluxPipeline.save_lora_weights(str(directory), transformer_lora_layers=layers,
+                                   transformer_lora_adapter_metadata=adapter_metadata(transformer, adapter_name))  # fmt: skip
+    return Path(directory)
+
+
+def load_lora(pipeline: FluxPipeline, path_or_id: str | Path, adapter_name: str = "default") -> LoraConfig:
+    """Load a diffusers LoRA folder or Hub repo into the pipeline's transformer as `adapter_name`
+    (replacing an adapter of that name) and make it active. Returns the adapter's LoraConfig."""
+    transformer = pipeline.transformer
+    source = str(path_or_id)
+    local = Path(source).expanduser()
+    if _looks_local(source) and not (local / WEIGHTS_NAME).is_file():
+        raise AdapterUnavailableError(f"no LoRA adapter at {source}: expected {local / WEIGHTS_NAME} "
+                                      "(a folder written by save_lora / FluxPipeline.save_lora_weights)")  # fmt: skip
+    if adapter_name in (getattr(transformer, "peft_config", None) or {}):
+        transformer.delete_adapters(adapter_name)
+    try:
+        pipeline.load_lora_weights(str(local) if _looks_local(source) else source, adapter_name=adapter_name)
+    except Exception as e:  # noqa: BLE001 - hub, file and format errors all mean "cannot use this adapter"
+        raise AdapterUnavailableError(f"could not load the LoRA adapter {source!r}: {_reason(e)}") from e
+    transformer.set_adapter(adapter_name)
+    return transformer.peft_config[adapter_name]
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a Hub id: it exists, or it is absolute/relative/home-based, or has >1 slash."""
+    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~")) or source.count("/") != 1
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,291 @@
+"""Train the toy FLUX from scratch on SpatialWorld: the autoencoder, then the transformer (with its
+text encoders) under the rectified-flow objective FLUX uses.
+
+Stage 1 fits the AutoencoderKL to renders, then sets its `scaling_factor`/`shift_factor` so latents
+have zero mean and unit variance (FLUX.1-dev ships 0.3611 / 0.1159 for the same purpose).
+Stage 2 trains on (prompt, latent) pairs: x_s = (1 - s) x0 + s eps, target v = eps - x0, with s
+drawn logit-normal and shifted exactly as the sampler shifts its schedule at this resolution.
+An exponential moving average of the weights is what gets saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from tqdm.auto import tqdm
+
+from spatial.world import WorldConfig, check, example_seed, render, sample_example, sample_prompts
+
+from . import sampling
+from .config import PretrainConfig
+from .toy import CLIP_MAX_LENGTH, ToyFluxConfig, build_toy_pipeline, eval_all
+
+PROBE_SEED = 8001  # probe prompts; evaluation uses 9001, training data `data_seed`
+
+
+def render_dataset(n: int, data_seed: int, size: int, world: WorldConfig) -> tuple[torch.Tensor, list[str]]:
+    """n renders (uint8, N x 3 x size x size) and their prompts."""
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    prompts = []
+    for i in tqdm(range(n), desc="render", mininterval=5):
+        ex = sample_example(example_seed(data_seed, i), world)
+        images[i] = np.asarray(render(ex.scene, size))
+        prompts.append(ex.prompt)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), prompts
+
+
+def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float() / 127.5 - 1.0
+
+
+def cosine(step: int, total: int, peak: float, warmup: int = 0, floor: float = 0.1) -> float:
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return peak * ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
+class ToyPretrainer:
+    """Stage 1 (autoencoder) then stage 2 (transformer + text encoders); resumable at any checkpoint."""
+
+    def __init__(self, config: PretrainConfig, model: ToyFluxConfig = ToyFluxConfig()):
+        config.validate()
+        self.config, self.model_config = config, model
+        torch.set_num_threads(config.threads)
+        self.out = Path(config.out)
+        self.ckpt = self.out / "checkpoints"
+        self.device = torch.device(config.device)
+        self.pipe = build_toy_pipeline(model, seed=config.seed).to(self.device)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self._stop = False
+        self.log_path = self.out / "pretrain_log.jsonl"
+
+    def log(self, row: dict) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # ---- stage 1: the autoencoder ----------------------------------------------------------------
+
+    def train_vae(self, images: torch.Tensor) -> None:
+        c, vae = self.config, self.pipe.vae
+        opt = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr, weight_decay=0.0)
+        start = self._restore("vae", [vae], opt)
+        if start >= c.vae_steps:
+            return
+        vae.train()
+        bar = tqdm(range(start, c.vae_steps), initial=start, total=c.vae_steps, desc="stage 1: autoencoder")
+        for step in bar:
+            x = to_unit(images[torch.randint(len(images), (c.vae_batch,), generator=self.gen)]).to(self.device)
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=self.gen).to(self.device)
+            rec = vae.decode(z).sample
+            mse = F.mse_loss(rec, x)
+            kl = post.kl().mean() / z[0].numel()
+            loss = mse + 0.3 * F.l1_loss(rec, x) + 1e-4 * kl  # L1 keeps the flat colours' edges sharp
+            for g in opt.param_groups:
+                g["lr"] = cosine(step, c.vae_steps, c.vae_lr, warmup=50)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            bar.set_postfix(mse=f"{mse.item():.4f}")
+            if (step + 1) % 50 == 0:
+                self.log({"stage": "vae", "step": step + 1, "mse": mse.item(), "kl": kl.item()})
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.vae_steps or self._stop:
+                self._save("vae", [vae], opt, step + 1)
+            if self._stop:
+                raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
+        vae.eval()
+
+    @torch.no_grad()
+    def encode_all(self, images: torch.Tensor) -> torch.Tensor:
+        """Latent means of every render; the VAE's scaling/shift set from their statistics."""
+        vae = self.pipe.vae.eval()
+        lat = torch.cat([vae.encode(to_unit(images[i : i + 512]).to(self.device)).latent_dist.mean.cpu()
+                         for i in range(0, len(images), 512)])  # fmt: skip
+        shift, scale = lat.mean().item(), 1.0 / lat.std().item()
+        vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+        return (lat - shift) * scale
+
+    # ---- stage 2: the transformer ------------------------------------------------------------------
+
+    def sample_sigmas(self, n: int, tokens: int) -> torch.Tensor:
+        """Logit-normal s, time-shifted like the sampler's schedule for this many image tokens."""
+        cfg = self.pipe.scheduler.config
+        mu = calculate_shift(tokens, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+        s = torch.sigmoid(torch.randn(n, generator=self.gen))
+        return math.exp(mu) / (math.exp(mu) + (1 / s - 1))
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
+
+    def train_transformer(self, latents: torch.Tensor, prompts: list[str]) -> None:
+        c, pipe = self.config, self.pipe
+        modules = self._modules()
+        params = [p for m in modules for p in m.parameters()]
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        ema = [copy.deepcopy(m).requires_grad_(False) for m in modules]
+        start = self._restore("transformer", modules, opt, ema)
+        if start >= c.steps:
+            self._use(ema)
+            return
+        clip_ids, t5_ids = self._tokenize(prompts)
+        for m in modules:
+            m.train()
+        _, ch, h, w = latents.shape
+        tokens = (h // 2) * (w // 2)
+        img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, torch.float32)
+        text_ids = torch.zeros(t5_ids.shape[1], 3, device=self.device)
+        bar = tqdm(range(start, c.steps), initial=start, total=c.steps, desc="stage 2: transformer")
+        for step in bar:
+            idx = torch.randint(len(latents), (c.batch,), generator=self.gen)
+            x0 = pipe._pack_latents(latents[idx], c.batch, ch, h, w).to(self.device)
+            pooled = pipe.text_encoder(clip_ids[idx].to(self.device)).pooler_output
+            embeds = pipe.text_encoder_2(t5_ids[idx].to(self.device))[0]
+            s = self.sample_sigmas(c.batch, tokens).to(self.device)
+            eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
+            xs = (1 - s[:, None, None]) * x0 + s[:, None, None] * eps
+            guidance = (1.0 + 4.0 * torch.rand(c.batch, generator=self.gen)).to(self.device)
+            pred = pipe.transformer(hidden_states=xs, timestep=s, guidance=guidance, pooled_projections=pooled,
+                                    encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=img_ids,
+                                    return_dict=False)[0]  # fmt: skip
+            loss = F.mse_loss(pred, eps - x0)
+            lr = cosine(step, c.steps, c.lr, c.warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            self._ema_update(ema, modules, step)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if (step + 1) % 50 == 0:
+                self.log({"stage": "transformer", "step": step + 1, "loss": loss.item(), "lr": lr})
+            if c.probe_every and (step + 1) % c.probe_every == 0:
+                self.log({"stage": "probe", "step": step + 1, **self.probe(ema)})
+                for m in modules:
+                    m.train()
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps or self._stop:
+                self._save("transformer", modules, opt, step + 1, ema)
+            if self._stop:
+                raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
+        self._use(ema)
+
+    def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids exactly as FluxPipeline.encode_prompt makes them (CLIP: 77, T5: the tokenizer's max)."""
+        pipe = self.pipe
+        clip = pipe.tokenizer(prompts, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True,
+                              return_tensors="pt").input_ids  # fmt: skip
+        t5 = pipe.tokenizer_2(prompts, padding="max_length", max_length=sampling.sequence_length(pipe),
+                              truncation=True, return_tensors="pt").input_ids  # fmt: skip
+        return clip, t5
+
+    @torch.no_grad()
+    def _ema_update(self, ema, modules, step: int) -> None:
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
+        for e, m in zip(ema, modules):
+            for pe, pm in zip(e.parameters(), m.parameters()):
+                pe.lerp_(pm, 1 - decay)
+
+    def _use(self, ema) -> None:
+        """Load the averaged weights into the pipeline (raw weights when ema_decay is 0)."""
+        if self.config.ema_decay > 0:
+            for e, m in zip(ema, self._modules()):
+                m.load_state_dict(e.state_dict())
+        eval_all(self.pipe)
+
+    @torch.no_grad()
+    def probe(self, ema=None, steps: int = 20) -> dict:
+        """The oracle's verdict on `probe_prompts` held-out prompts rendered with the averaged weights."""
+        modules = self._modules()
+        saved = [copy.deepcopy(m.state_dict()) for m in modules] if ema and self.config.ema_decay > 0 else None
+        if saved:
+            for e, m in zip(ema, modules):
+                m.load_state_dict(e.state_dict())
+        eval_all(self.pipe)
+        prompts = sample_prompts(self.config.probe_prompts, PROBE_SEED)
+        images = sampling.generate_images(self.pipe, prompts, list(range(len(prompts))), steps, 3.5,
+                                          self.model_config.image_size)  # fmt: skip
+        verdicts = [check(im, p) for im, p in zip(images, prompts)]
+        if saved:
+            for m, sd in zip(modules, saved):
+                m.load_state_dict(sd)
+        n = len(verdicts)
+        return {"object_accuracy": sum(all(o["found"] for o in v.objects) for v in verdicts) / n,
+                "spatial_accuracy": sum(v.satisfied for v in verdicts) / n}  # fmt: skip
+
+    @torch.no_grad()
+    def probe_vae(self, world: WorldConfig = WorldConfig(), n: int = 100) -> dict:
+        """How often the oracle still accepts a held-out render after an encode/decode round trip."""
+        vae, size = self.pipe.vae.eval(), self.model_config.image_size
+        examples = [sample_example(example_seed(PROBE_SEED, i), world) for i in range(n)]
+        x = torch.stack([torch.from_numpy(np.asarray(render(e.scene, size)).copy()).permute(2, 0, 1) for e in examples])
+        rec = vae.decode(vae.encode(to_unit(x).to(self.device)).latent_dist.mean).sample
+        images = self.pipe.image_processor.postprocess(rec, output_type="pil")
+        ok = [check(im, e.prompt).satisfied for im, e in zip(images, examples)]
+        return {"round_trip_accuracy": sum(ok) / n, "mse": F.mse_loss(rec.clamp(-1, 1), to_unit(x).to(self.device)).item()}
+
+    # ---- driver ------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt.mkdir(exist_ok=True)
+        if not c.resume:
+            for p in self.ckpt.glob("*.pt"):
+                p.unlink()
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        try:
+            t0 = time.perf_counter()
+            world = WorldConfig(min_size=c.min_size, max_size=c.max_size,
+                                distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0)
+            images, prompts = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
+            self.train_vae(images)
+            t1 = time.perf_counter()
+            latents = self.encode_all(images)
+            if c.probe_every:
+                self.log({"stage": "vae_probe", **self.probe_vae(world)})
+            self.train_transformer(latents, prompts)
+            t2 = time.perf_counter()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self.pipe.to("cpu").save_pretrained(self.out)
+        final = self.probe() if c.probe_every else {}
+        summary = {"config": asdict(c), "model": asdict(self.model_config), "final_probe": final,
+                   "seconds_this_session": {"data_and_vae": round(t1 - t0, 1), "transformer": round(t2 - t1, 1),
+                                            "total": round(t2 - t0, 1)}}  # fmt: skip
+        (self.out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for p in self.ckpt.glob("*.pt"):
+            p.unlink()  # the finished pipeline replaces the resumable state
+        self.ckpt.rmdir()
+        return self.out
+
+    def _save(self, name: str, modules, opt, step: int, ema=None) -> None:
+        state = {"models": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
+                 "ema": [e.state_dict() for e in ema] if ema else None, "gen": self.gen.get_state(),
+                 "vae_config": dict(self.pipe.vae.config)}  # fmt: skip
+        tmp = self.ckpt / f"{name}.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt / f"{name}.pt")  # atomic: a kill mid-save keeps the previous checkpoint
+
+    def _restore(self, name: str, modules, opt, ema=None) -> int:
+        path = self.ckpt / f"{name}.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, weights_only=False, map_location=self.device)
+        for m, sd in zip(modules, state["models"]):
+            m.load_state_dict(sd)
+        opt.load_state_dict(state["opt"])
+        if ema and state["ema"]:
+            for e, sd in zip(ema, state["ema"]):
+                e.load_state_dict(sd)
+        self.gen.set_state(state["gen"])
+        return state["step"]

@@ -1,0 +1,120 @@
+"""The toy FLUX: every component of FLUX.1-dev's architecture at a size that trains on 2 CPU cores.
+
+Built from `ToyFluxConfig`, trained by `python -m training.pretrain_toy`, saved with
+`FluxPipeline.save_pretrained`, and loaded like any Hub model with `FluxPipeline.from_pretrained`.
+
+Tokenizers are word-level over the closed SpatialWorld vocabulary, built offline with `tokenizers`
+and saved as generic fast tokenizers (model_index.json records `TokenizersBackend`): transformers 5's
+`CLIPTokenizer` rebuilds a BPE model from the vocabulary and maps every word to <unk>, and
+`T5TokenizerFast` cannot load a word-level model at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+from spatial.world import words
+
+SPECIAL = ["<pad>", "<unk>", "<s>", "</s>"]
+PUNCTUATION = [",", ";", "."]
+CLIP_MAX_LENGTH = 77
+# Words that carry nothing in SpatialWorld (articles, frames, verbs, connectors, the "of"/"to"/"side"/"than"
+# around relations): the normaliser drops them, so "a red circle to the left of the blue square" reads
+# "red circle left blue square" and prompts fit in 18 tokens instead of 41, which makes the toy's text
+# stream (and so training) about 1.5x cheaper. Every word stays in the vocabulary.
+FILLER = ("a", "an", "the", "picture", "image", "scene", "with", "of", "is", "sits", "to", "on", "side", "than",
+          "and", "while")  # fmt: skip
+
+
+@dataclass
+class ToyFluxConfig:
+    """Sizes of the toy FLUX. The defaults are the shipped checkpoint's."""
+
+    image_size: int = 32
+    """Training resolution in pixels (SpatialWorld's oracle reads 32 px renders without loss)."""
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    """AutoencoderKL block widths; n blocks downsample 2^(n-1) times (3 blocks: 4x)."""
+    latent_channels: int = 16
+    """Latent channels, as in FLUX's VAE."""
+    double_layers: int = 2
+    """Double-stream (separate text and image weights, joint attention) blocks."""
+    single_layers: int = 3
+    """Single-stream blocks."""
+    heads: int = 4
+    """Attention heads."""
+    head_dim: int = 32
+    """Attention head width (= the sum of the RoPE axes dims)."""
+    text_dim: int = 128
+    """T5 width (the transformer's joint_attention_dim)."""
+    text_layers: int = 2
+    """T5 encoder layers."""
+    pooled_dim: int = 64
+    """CLIP width (the transformer's pooled_projection_dim)."""
+    t5_max_length: int = 24
+    """T5 tokens per prompt (SpatialWorld prompts need at most 18 once filler words are dropped)."""
+
+
+# A few hundred thousand parameters: the same code paths in milliseconds (tests, CI, script checks).
+TINY = ToyFluxConfig(vae_channels=(8, 16, 16), latent_channels=4, double_layers=1, single_layers=1, heads=2,
+                     head_dim=16, text_dim=32, text_layers=1, pooled_dim=32)
+
+
+def build_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over SpatialWorld's words: lower-cased, filler dropped, punctuation split off,
+    `</s>` appended. Words outside SpatialWorld become <unk>."""
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL, *PUNCTUATION, *words()])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    filler = Regex(r"\b(" + "|".join(FILLER) + r")\b")
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(filler, " ")])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", model_max_length=max_length)  # fmt: skip
+
+
+def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0) -> FluxPipeline:
+    """A randomly initialised toy FLUX, every component in eval mode."""
+    torch.manual_seed(seed)
+    clip_tok, t5_tok = build_tokenizer(CLIP_MAX_LENGTH), build_tokenizer(cfg.t5_max_length)
+    n = len(clip_tok)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=n, hidden_size=cfg.pooled_dim, intermediate_size=2 * cfg.pooled_dim,
+                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH,
+                                        projection_dim=cfg.pooled_dim, pad_token_id=0, bos_token_id=2,
+                                        eos_token_id=3))  # fmt: skip
+    t5 = T5EncoderModel(T5Config(vocab_size=n, d_model=cfg.text_dim, d_ff=2 * cfg.text_dim, num_layers=cfg.text_layers,
+                                 num_heads=4, d_kv=cfg.text_dim // 4, dropout_rate=0.0, pad_token_id=0,
+                                 eos_token_id=3))  # fmt: skip
+    a = max(2, (3 * cfg.head_dim // 8) // 2 * 2)  # RoPE axes (head_dim - 2a, a, a), each even, like (16, 56, 56)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * cfg.latent_channels, num_layers=cfg.double_layers,
+        num_single_layers=cfg.single_layers, attention_head_dim=cfg.head_dim, num_attention_heads=cfg.heads,
+        joint_attention_dim=cfg.text_dim, pooled_projection_dim=cfg.pooled_dim, guidance_embeds=True,
+        axes_dims_rope=(cfg.head_dim - 2 * a, a, a),
+    )  # fmt: skip
+    k = len(cfg.vae_channels)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * k,
+                        up_block_types=("UpDecoderBlock2D",) * k, block_out_channels=cfg.vae_channels,
+                        latent_channels=cfg.latent_channels, layers_per_block=1, norm_num_groups=8,
+                        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.0, shift_factor=0.0,
+                        sample_size=cfg.image_size)  # fmt: skip
+    # FLUX.1-dev's scheduler settings (time shift growing with the image's token count).
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)  # fmt: skip
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok, text_encoder_2=t5,
+                        tokenizer_2=t5_tok, transformer=transformer)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return eval_all(pipe)
+
+
+def eval_all(pipe: FluxPipeline) -> FluxPipeline:
+    """Every module in eval mode: dropout would otherwise make a pipeline built from configs random."""
+    for name in ("vae", "text_encoder", "text_encoder_2", "transformer", "image_encoder"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipe
