@@ -55,8 +55,8 @@ def child(root: Path, annotators: int, labels: int, overlap: int, synchronous: s
 
 
 def run_child(root: Path, args, labels: int, seed: int, kill_after: int | None) -> tuple[list[str], int]:
-    cmd = [sys.executable, __file__, "--child", str(root), "--annotators", str(args.annotators), "--labels", str(labels),
-           "--overlap", str(args.overlap), "--synchronous", args.synchronous, "--seed", str(seed)]  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", str(root), "--annotators", str(args.annotators), "--labels",
+           str(labels), "--overlap", str(args.overlap), "--synchronous", args.synchronous, "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     acked = []
     for line in proc.stdout:

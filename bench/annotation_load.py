@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -93,7 +94,8 @@ def _drive(clients, annotators: int, labels: int, think_ms: float, seed: int, on
                     time.sleep(rng.expovariate(1.0 / think_ms) / 1000)
                 label = rng.choice(LABEL_MIX)
                 t2 = time.perf_counter()
-                ack = clients[i].submit(who, a.pair_id, label, a.showing_id, note="bench" if rng.random() < 0.1 else None)
+                note = "bench" if rng.random() < 0.1 else None
+                ack = clients[i].submit(who, a.pair_id, label, a.showing_id, note=note)
                 t3 = time.perf_counter()
                 if rng.random() < 0.05:
                     clients[i].submit(who, a.pair_id, label, a.showing_id)  # a double click stores nothing new
@@ -228,12 +230,13 @@ def verify(db_path: Path, overlap: int, expected: int, acked: list[str]) -> dict
         "duplicate_submission": one(
             "SELECT COUNT(*) FROM (SELECT 1 FROM labels GROUP BY submission_id HAVING COUNT(*) > 1)"),
         "pairs_over_r": one(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM labels WHERE label != 'skip' GROUP BY pair_id HAVING COUNT(*) > {overlap})"),
+            "SELECT COUNT(*) FROM (SELECT 1 FROM labels WHERE label != 'skip' GROUP BY pair_id"
+            f" HAVING COUNT(*) > {overlap})"),
         "shown_twice": one(
             "SELECT COUNT(*) FROM (SELECT 1 FROM assignments GROUP BY pair_id, annotator HAVING COUNT(*) > 1)"),
         "labels_not_shown": one(
-            "SELECT COUNT(*) FROM labels l LEFT JOIN assignments a ON a.pair_id = l.pair_id AND a.annotator = l.annotator"
-            " WHERE a.pair_id IS NULL"),
+            "SELECT COUNT(*) FROM labels l LEFT JOIN assignments a"
+            " ON a.pair_id = l.pair_id AND a.annotator = l.annotator WHERE a.pair_id IS NULL"),
         "votes_counter_mismatch": one(
             "SELECT COUNT(*) FROM pairs p WHERE p.n_votes != (SELECT COUNT(*) FROM labels l WHERE l.pair_id = p.id"
             " AND l.label != 'skip')"),
@@ -241,9 +244,10 @@ def verify(db_path: Path, overlap: int, expected: int, acked: list[str]) -> dict
     stored = {r[0] for r in db.execute("SELECT submission_id FROM labels")}
     checks["acked_missing"] = len(set(acked) - stored)
     db.close()
+    broken = ("duplicate_pair_annotator", "duplicate_submission", "pairs_over_r", "shown_twice", "labels_not_shown",
+              "votes_counter_mismatch")  # fmt: skip
     checks["ok"] = (checks["integrity"] and checks["labels"] == expected and checks["acked_missing"] == 0
-                    and not any(checks[k] for k in ("duplicate_pair_annotator", "duplicate_submission", "pairs_over_r",
-                                                     "shown_twice", "labels_not_shown", "votes_counter_mismatch")))  # fmt: skip
+                    and not any(checks[k] for k in broken))  # fmt: skip
     return checks
 
 
@@ -294,7 +298,7 @@ def main() -> int:
     summary = {
         "annotators": args.annotators, "labels": args.labels, "pairs": args.pairs, "overlap": args.overlap,
         "synchronous": args.synchronous, "think_ms": args.think_ms, "via": args.via, "repeats": args.repeats,
-        "import_s": round(import_s, 2), "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "import_s": round(import_s, 2), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "median_submit_p50_ms": med("submit_p50_ms"), "median_submit_p95_ms": med("submit_p95_ms"),
         "median_submit_p99_ms": med("submit_p99_ms"), "median_next_p95_ms": med("next_p95_ms"),
         "median_labels_per_s": med("labels_per_s"), "median_wall_s": med("wall_s"),

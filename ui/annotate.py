@@ -251,7 +251,8 @@ class AnnotateHandlers:
 
 def build_annotate_tab(get_store: Callable[[], AnnotationStore], annotator_id: AnnotatorId,
                        is_admin: Callable[[str | None], bool], score: Callable | None = None,
-                       export_dir: Callable[[], Path] | None = None, guidelines: str = GUIDELINES) -> AnnotateHandlers:  # fmt: skip
+                       export_dir: Callable[[], Path] | None = None,
+                       guidelines: str = GUIDELINES) -> AnnotateHandlers:  # fmt: skip
     """Build the Annotate tab's components inside the caller's `gr.Tab` and wire its events."""
     h = AnnotateHandlers(get_store, annotator_id, is_admin, score, export_dir)
     tab = gr.context.Context.block  # the caller's gr.Tab: load a pair when it is opened
@@ -260,7 +261,8 @@ def build_annotate_tab(get_store: Callable[[], AnnotationStore], annotator_id: A
     progress = gr.Markdown(elem_id="annotate-progress")
     prompt = gr.Markdown("### Open this tab signed in to start.", elem_id="annotate-prompt")
     with gr.Row(equal_height=True):
-        left = gr.Image(label="Left (1 / ←)", type="pil", height=480, interactive=False, elem_id="annotate-left-image")
+        left = gr.Image(label="Left (1 / ←)", type="pil", height=480, interactive=False,
+                        elem_id="annotate-left-image")  # fmt: skip
         right = gr.Image(label="Right (2 / →)", type="pil", height=480, interactive=False,
                          elem_id="annotate-right-image")  # fmt: skip
     with gr.Row():

@@ -91,7 +91,7 @@ def import_pair_folder(store: AnnotationStore, folder: str | Path, splits: tuple
         raise SourceError(f"no pair dataset folder at {str(folder)!r}")
     files = [f for f in _metadata_files(folder) if splits is None or f.parent.name in splits]
     if not files:
-        raise SourceError(f"{folder} holds no */metadata.jsonl; expected the pair dataset layout DIR/train/metadata.jsonl")
+        raise SourceError(f"{folder} holds no */metadata.jsonl; expected the pair layout DIR/train/metadata.jsonl")
     tables = [(f, _read_metadata(f)) for f in files]
     root = folder.resolve()
     tag = source or f"folder:{folder.name}"
@@ -141,7 +141,8 @@ def import_dataset(store: AnnotationStore, name: str, split: str | None = None, 
                     row = ds[i]
                 except Exception as e:  # an image that fails to decode surfaces here
                     raise SourceError(f"{where}: cannot be read ({e})") from None
-                meta = {k: v for k, v in row.items() if k not in DATASET_COLUMNS and isinstance(v, (str, int, float, bool))}
+                meta = {k: v for k, v in row.items()
+                        if k not in DATASET_COLUMNS and isinstance(v, (str, int, float, bool))}  # fmt: skip
                 meta["split"] = part
                 yield where, PairInput(row["prompt"], row["chosen"], row["rejected"], tag, meta, known="a")
 

@@ -225,7 +225,8 @@ class AnnotationStore:
     """Pairs, assignments and labels under `root` (`annotation.sqlite3` and `images/`). Thread-safe;
     several processes may open the same root (writes take SQLite's lock in turn)."""
 
-    def __init__(self, root: str | Path, config: AnnotationConfig | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, root: str | Path, config: AnnotationConfig | None = None,
+                 clock: Callable[[], float] = time.time):  # fmt: skip
         self.clock = clock  # tests pass a fake clock to expire leases without waiting
         self.config = config or AnnotationConfig()
         self.config.validate()
@@ -260,10 +261,11 @@ class AnnotationStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also when COMMIT itself failed (disk full, I/O error)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self._read_lock:
@@ -330,8 +332,8 @@ class AnnotationStore:
         with self._write() as db:
             for row in rows:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO pairs (id, prompt, image_a, image_b, known, gold, source, meta, created, rank)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO pairs (id, prompt, image_a, image_b, known, gold, source, meta, created,"
+                    " rank) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     row,
                 )
                 added += cur.rowcount
