@@ -22,15 +22,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _models(root: Path) -> dict:
+    """A tiny random FLUX in the Hub layout and a LoRA for it: the app loads them through the same
+    FluxPipeline.from_pretrained / load_lora_weights calls it uses for the bundled toy model."""
+    import torch
+
+    from spatial.generation.lora import add_lora, save_lora
+    from tests.helpers.tiny_flux import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline()
+    pipe.save_pretrained(root / "flux")
+    add_lora(pipe.transformer, rank=4, alpha=8, adapter_name="tuned")
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    save_lora(pipe.transformer, root / "lora", adapter_name="tuned")
+    return {"SPATIAL_BASE_MODEL": str(root / "flux"), "SPATIAL_LORA": str(root / "lora")}
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     data = tmp_path_factory.mktemp("app-data")
+    models = _models(tmp_path_factory.mktemp("models"))
     port = _free_port()
     env = {
         **os.environ,
         "GRADIO_SERVER_PORT": str(port),
         "SPATIAL_DATA_DIR": str(data),
         "SPATIAL_LOCAL_USER": "tester",
+        "SPATIAL_SCORER": "oracle",
+        "SPATIAL_SEED_PAIRS": "6",
+        **models,
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",
     }
@@ -49,7 +72,7 @@ def app_url(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("app did not start within 180 s")
-    yield url
+    yield url, models
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -80,7 +103,7 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.goto(app_url)
+    pg.goto(app_url[0])
     pg.wait_for_selector("text=Spatial Studio")
     yield pg
     context.close()

@@ -1,0 +1,72 @@
+"""Build a GRPO run from its config: the pipeline (generation presets), the policy, the reward and
+the prompts, refusing bad configurations before any compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from spatial.world import PromptError, parse_prompt, sample_prompts
+
+from .config import GRPOConfig
+from .trainer import GRPOTrainer
+
+EVAL_PROMPT_SEED = 4242  # SpatialWorld seed of the fixed evaluation prompts (never trained on)
+
+
+class RunConfigError(ValueError):
+    """A GRPO configuration that cannot run; one line saying why."""
+
+
+def load_prompts(config: GRPOConfig) -> list[str]:
+    if not config.prompts:
+        return sample_prompts(config.num_prompts, config.prompt_seed)
+    path = Path(config.prompts)
+    if not path.is_file():
+        raise RunConfigError(f"prompt file {config.prompts} does not exist")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise RunConfigError(f"prompt file {config.prompts} has no prompts")
+    return prompts
+
+
+def check_judgeable(prompts: list[str], reward: str, preset: str) -> None:
+    """The oracle and the toy models read only SpatialWorld's vocabulary: refuse other prompts up front."""
+    if reward == "oracle" or preset == "toy":
+        for i, p in enumerate(prompts, start=1):
+            try:
+                parse_prompt(p)
+            except PromptError as e:
+                raise RunConfigError(f"prompt {i} ({p[:60]!r}) cannot be judged by the {reward} reward: {e}") from None
+
+
+def build_trainer(config: GRPOConfig, accelerator=None) -> GRPOTrainer:
+    from spatial.generation.config import GenerationConfig
+    from spatial.generation.service import ModelUnavailableError, load_pipeline
+    from spatial.scorers import load_scorer
+    from spatial.world import check
+
+    from .flux_policy import FluxPolicy
+
+    config.validate()
+    prompts = load_prompts(config)
+    check_judgeable(prompts, config.reward, config.preset)
+    cuda = torch.cuda.is_available()
+    bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and cuda)
+    gen = GenerationConfig.for_preset(config.preset, base_model=config.base_model,
+                                      dtype="bfloat16" if bf16 else "float32", device="cuda" if cuda else "cpu")  # fmt: skip
+    try:
+        pipe = load_pipeline(gen)
+    except ModelUnavailableError as e:
+        raise RunConfigError(str(e)) from None
+    try:
+        scorer = load_scorer(config.reward_model or config.reward)
+    except Exception as e:  # noqa: BLE001 - any failure to load the reward stops the run before compute
+        raise RunConfigError(f"the reward {config.reward_model or config.reward!r} cannot be loaded: {e}") from None
+    policy = FluxPolicy(pipe, rank=config.lora_rank, alpha=config.lora_alpha,
+                        dtype=torch.bfloat16 if bf16 else torch.float32,
+                        gradient_checkpointing=config.gradient_checkpointing)  # fmt: skip
+    eval_prompts = sample_prompts(config.eval_prompts, EVAL_PROMPT_SEED)
+    judge = (lambda p, im: check(im, p).satisfied) if config.preset == "toy" else None
+    return GRPOTrainer(config, policy, scorer, prompts, accelerator=accelerator, eval_prompts=eval_prompts, judge=judge)

@@ -1,0 +1,57 @@
+"""`python -m training.train_grpo`: refuses bad configurations before compute, and runs end to end
+on a FluxPipeline folder (a tiny random one saved in the Hub layout) with the oracle reward."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.tiny_flux import tiny_flux_pipeline
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "training.train_grpo", *args], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--group_size", "1"], "group_size must be at least 2"),
+        (["--group_size", "4", "--top_k", "3"], "2k <= group_size"),
+        (["--prompts", "/nonexistent.txt"], "does not exist"),
+        (["--reward", "oracle", "--base_model", "/nonexistent/flux"], "no FluxPipeline folder"),
+        (["--learning_rate", "abc"], "invalid float"),
+        (["--preset", "nope"], "unknown preset"),
+    ],
+)
+def test_bad_configurations_fail_fast_with_one_line(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+
+
+def test_prompts_the_reward_cannot_judge_are_refused(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle left of a blue square\na zebra above a red circle\n")
+    proc = run("--prompts", str(prompts), "--reward", "oracle")
+    assert proc.returncode == 2 and "prompt 2" in proc.stderr and "'zebra'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_short_run_writes_metrics_eval_images_and_a_final_lora(tmp_path):
+    base = tmp_path / "flux"
+    tiny_flux_pipeline().save_pretrained(base)
+    out = tmp_path / "run"
+    proc = run("--base_model", str(base), "--reward", "oracle", "--output_dir", str(out), "--iterations", "2",
+               "--group_size", "4", "--top_k", "1", "--prompts_per_iteration", "1", "--sample_steps", "2",
+               "--eval_steps", "2", "--eval_every", "2", "--eval_prompts", "1", "--resolution", "32",
+               "--lora_rank", "4", "--lora_alpha", "8")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[-1]["total_steps"] == 2
+    assert "eval_accuracy" in rows[-1]
+    assert (out / "final" / "pytorch_lora_weights.safetensors").exists()
+    assert list((out / "eval" / "iter-00002").glob("*.png"))
