@@ -52,7 +52,7 @@ class PretrainVLMConfig:
     """Seed of the initial weights and the task sampler."""
     world_seed: int = 1000
     """SpatialWorld seed of the training scenes (keep apart from reward and evaluation seeds)."""
-    steps: int = 3000
+    steps: int = 4000
     """Optimiser steps."""
     batch_size: int = 16
     """Questions per step."""

@@ -64,10 +64,11 @@ class ToyVLMConfig:
     """Key/value heads (grouped-query attention when fewer than `heads`)."""
     intermediate: int = 384
     """Language model MLP width."""
-    rope_theta: float = 3.0
+    rope_theta: float = 100.0
     """M-RoPE base. Qwen2.5-VL's sections take the rotary pairs in frequency order (time, height,
-    width), so with a large base the width pairs barely turn across a 4x4 grid; at 3 every
-    height/width pair turns 0.36-0.9 rad per token."""
+    width): at 100 the height pairs turn 0.13-0.56 rad per token and the width pairs 0.013-0.1, slow
+    enough to also match content across a prompt (at base 3, where every pair turns fast, naming an
+    object never learned to find it in hard scenes)."""
     mrope_section: tuple[int, int, int] = (2, 7, 7)
     """Rotary pairs given to (time, height, width); sums to head width / 2."""
     object_tokens: bool = False

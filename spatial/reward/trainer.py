@@ -46,7 +46,7 @@ class RewardTrainingConfig:
     """Where resumable checkpoints go; empty: output_dir/checkpoints."""
     seed: int = 0
     """Seed of the head's initial weights, the pair order and the Monte Carlo noise."""
-    steps: int = 600
+    steps: int = 800
     """Optimiser steps."""
     batch_size: int = 16
     """Pairs per step over all processes (must divide by the number of processes)."""
