@@ -63,7 +63,7 @@ class ToyPretrainer:
         self.out = Path(config.out)
         self.ckpt = self.out / "checkpoints"
         self.device = torch.device(config.device)
-        self.pipe = build_toy_pipeline(model, seed=config.seed).to(self.device)
+        self.pipe = build_toy_pipeline(model, seed=config.seed, zero_init=True).to(self.device)
         self.gen = torch.Generator().manual_seed(config.seed)
         self._stop = False
         self.log_path = self.out / "pretrain_log.jsonl"

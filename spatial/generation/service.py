@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -84,7 +85,7 @@ def load_pipeline(config: GenerationConfig) -> FluxPipeline:
     return pipe
 
 
-_SERVICES: dict[int, "GenerationService"] = {}
+_SERVICES: "weakref.WeakValueDictionary[int, GenerationService]" = weakref.WeakValueDictionary()
 
 
 @_spaces_gpu

@@ -77,8 +77,9 @@ def build_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
                                    eos_token="</s>", model_max_length=max_length)  # fmt: skip
 
 
-def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0) -> FluxPipeline:
-    """A randomly initialised toy FLUX, every component in eval mode."""
+def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0, zero_init: bool = False) -> FluxPipeline:
+    """A randomly initialised toy FLUX, every component in eval mode. `zero_init` starts the transformer
+    adaLN-Zero style for training (its output is then 0 until trained, useless for anything else)."""
     torch.manual_seed(seed)
     clip_tok, t5_tok = build_tokenizer(CLIP_MAX_LENGTH), build_tokenizer(cfg.t5_max_length)
     n = len(clip_tok)
@@ -96,6 +97,8 @@ def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0) -> F
         joint_attention_dim=cfg.text_dim, pooled_projection_dim=cfg.pooled_dim, guidance_embeds=True,
         axes_dims_rope=(cfg.head_dim - 2 * a, a, a),
     )  # fmt: skip
+    if zero_init:
+        adaln_zero(transformer)
     k = len(cfg.vae_channels)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * k,
                         up_block_types=("UpDecoderBlock2D",) * k, block_out_channels=cfg.vae_channels,
@@ -109,6 +112,17 @@ def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0) -> F
                         tokenizer_2=t5_tok, transformer=transformer)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return eval_all(pipe)
+
+
+def adaln_zero(transformer: FluxTransformer2DModel) -> None:
+    """DiT's adaLN-Zero start for a model trained from scratch: every block begins as the identity
+    (modulation shift/scale/gate = 0) and the output projection at 0. diffusers' default init suits
+    loading pretrained weights, not training; DiT reports adaLN-Zero clearly ahead of other inits."""
+    with torch.no_grad():
+        for name, module in transformer.named_modules():
+            if name.endswith(("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear")) or name == "proj_out":
+                module.weight.zero_()
+                module.bias.zero_()
 
 
 def eval_all(pipe: FluxPipeline) -> FluxPipeline:
