@@ -37,10 +37,13 @@ class ToyFluxConfig:
 
     image_size: int = 32
     """Training resolution in pixels (SpatialWorld's oracle reads 32 px renders without loss)."""
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-    """AutoencoderKL block widths; n blocks downsample 2^(n-1) times (3 blocks: 4x)."""
-    latent_channels: int = 16
-    """Latent channels, as in FLUX's VAE."""
+    vae_channels: tuple[int, ...] = (32, 64)
+    """AutoencoderKL block widths; n blocks downsample 2^(n-1) times (2 blocks: 2x). At 2x a 32 px image is
+    8 x 8 = 64 transformer tokens, about 2 x 2 per object, enough to draw a shape; at 4x (16 tokens) one
+    token had to hold a whole object and the first toy drew blobs the oracle could not name."""
+    latent_channels: int = 8
+    """Latent channels (FLUX's VAE has 16; 8 at 2x keeps flat-colour renders almost lossless and leaves
+    the small transformer less to predict per token)."""
     double_layers: int = 2
     """Double-stream (separate text and image weights, joint attention) blocks."""
     single_layers: int = 3

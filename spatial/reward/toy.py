@@ -64,15 +64,17 @@ class ToyVLMConfig:
     """Key/value heads (grouped-query attention when fewer than `heads`)."""
     intermediate: int = 384
     """Language model MLP width."""
-    rope_theta: float = 100.0
-    """M-RoPE base. Qwen2.5-VL's sections take the rotary pairs in frequency order (time, height,
-    width): at 100 the height pairs turn 0.13-0.56 rad per token and the width pairs 0.013-0.1, slow
-    enough to also match content across a prompt (at base 3, where every pair turns fast, naming an
-    object never learned to find it in hard scenes)."""
+    rope_theta: float = 10000.0
+    """M-RoPE base. A text token P positions after the image sees every image token rotated by about
+    P times each pair's frequency; only slow pairs keep that rotation steady across a prompt, and a
+    question can find "the red circle" in the image only through them. At base 10^4 half the 16 pairs
+    turn under 0.01 rad per token: "where is <object>" reached 0.75 held-out accuracy in 1,000 steps,
+    against 0.20 at base 100 (0.26 after 3,000 steps). Qwen2.5-VL-7B uses 10^6 with 64 pairs."""
     mrope_section: tuple[int, int, int] = (2, 7, 7)
     """Rotary pairs given to (time, height, width); sums to head width / 2."""
-    object_tokens: bool = False
-    """One token per "<colour> <shape>" (30 added tokens), so naming an object is one token, not two."""
+    object_tokens: bool = True
+    """One token per "<colour> <shape>" (30 added tokens), so naming an object is one token, not two
+    (a real BPE vocabulary also has whole-word tokens for common phrases)."""
     init_std: float = 0.06
     """Std of the initial weights (transformers' 0.02 trains far slower at this width)."""
 
