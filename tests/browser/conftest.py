@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("SPATIAL_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+# Screenshots of each tab go to a temporary folder; SPATIAL_SCREENSHOTS=docs/screenshots refreshes the
+# README's (a test run with the tiny random model would otherwise overwrite them with noise).
+SCREENSHOTS = Path(os.environ.get("SPATIAL_SCREENSHOTS", Path(tempfile.gettempdir()) / "spatial-screenshots"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
