@@ -133,7 +133,7 @@ class GenerationService:
         try:
             self.load_adapter(lora, TUNED)
         except AdapterUnavailableError as e:
-            self._tuned_error = (f"The RL-tuned model is unavailable: {e}. Train one (python -m training.grpo) "
+            self._tuned_error = (f"The RL-tuned model is unavailable: {e}. Train one (python -m training.train_grpo) "
                                  "and set SPATIAL_LORA to its final LoRA folder.")  # fmt: skip
 
     @property
