@@ -118,10 +118,21 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
                 name = "picked"
             else:
                 name = "tuned"
-            base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
+            try:
+                base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
+                missing = None
+            except AdapterUnavailableError as e:
+                if name != "tuned":
+                    raise
+                # No bundled RL LoRA yet (e.g. a fresh embedded default): the base side still renders.
+                base, tuned, missing = service.generate(prompt, [seed], int(steps), float(guidance), int(size))[0], None, e
         except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
             raise gr.Error(str(e)) from None
         progress(0.9, desc="scoring")
+        if missing is not None:
+            [b] = score_lines(ctx, prompt, [base])
+            t = f"_{missing}_"
+            return (base, None), "### Base\n" + b, "### RL-tuned\n" + t, None, gr.update(interactive=False), ""
         b, t = score_lines(ctx, prompt, [base, tuned])
         state = {"prompt": prompt, "seed": seed, "adapter": adapter, "images": [base, tuned]}
         return (base, tuned), "### Base\n" + b, "### RL-tuned\n" + t, state, gr.update(interactive=True), ""

@@ -173,11 +173,12 @@ def spec_holds(spec: PromptSpec, scene: Scene, threshold: float = CLEAR) -> list
     return out
 
 
-def scene_for(spec: PromptSpec, seed: int = 0, cfg: WorldConfig = WorldConfig(), tries: int = 5000) -> Scene:
+def scene_for(spec: PromptSpec, seed: int = 0, cfg: WorldConfig = WorldConfig(), tries: int = 50000) -> Scene:
     """A scene that clearly satisfies any readable prompt (e.g. one a user typed).
 
     Raises ValueError when no layout is found, which in practice means the relations contradict
-    each other ("A left of B" and "B left of A").
+    each other ("A left of B" and "B left of A"). Rejection sampling: 5,000 tries missed 6 of 400
+    sampled (so satisfiable) prompts; 50,000 missed none, and a contradiction costs ~0.7 s to refuse.
     """
     rng = random.Random(f"scene_for:{seed}")
     for _ in range(tries):

@@ -1,5 +1,6 @@
 """A real app process on the toy preset and a real browser (Debian chromium via Playwright)."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -44,44 +45,43 @@ def _models(root: Path) -> dict:
     return {"SPATIAL_BASE_MODEL": str(root / "flux"), "SPATIAL_LORA": str(root / "lora")}
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    data = tmp_path_factory.mktemp("app-data")
-    models = _models(tmp_path_factory.mktemp("models"))
+@contextlib.contextmanager
+def running_app(data: Path, settings: dict):
+    """`python app.py` in its own process with these settings; yields its URL, stops it afterwards."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_PORT": str(port),
-        "SPATIAL_DATA_DIR": str(data),
-        "SPATIAL_LOCAL_USER": "tester",
-        "SPATIAL_SCORER": "oracle",
-        "SPATIAL_SEED_PAIRS": "6",
-        **models,
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "SPATIAL_DATA_DIR": str(data),
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **settings}  # fmt: skip
     log = open(data / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited early:\n{(data / 'app.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("app did not start within 180 s")
-    yield url, models
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited early:\n{(data / 'app.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            raise RuntimeError("app did not start within 180 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    models = _models(tmp_path_factory.mktemp("models"))
+    settings = {"SPATIAL_LOCAL_USER": "tester", "SPATIAL_SCORER": "oracle", "SPATIAL_SEED_PAIRS": "6", **models}
+    with running_app(tmp_path_factory.mktemp("app-data"), settings) as url:
+        yield url, models
 
 
 @pytest.fixture(scope="session")
