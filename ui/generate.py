@@ -118,24 +118,20 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
                 name = "picked"
             else:
                 name = "tuned"
-            try:
+            # No RL LoRA yet (the embedded default before any RL run): the base side still renders.
+            missing = service.tuned_status() if name == "tuned" else None
+            if missing:
+                base, tuned = service.generate(prompt, [seed], int(steps), float(guidance), int(size))[0], None
+            else:
                 base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
-                missing = None
-            except AdapterUnavailableError as e:
-                if name != "tuned":
-                    raise
-                # No bundled RL LoRA yet (e.g. a fresh embedded default): the base side still renders.
-                base, tuned, missing = service.generate(prompt, [seed], int(steps), float(guidance), int(size))[0], None, e
         except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
             raise gr.Error(str(e)) from None
         progress(0.9, desc="scoring")
-        if missing is not None:
-            [b] = score_lines(ctx, prompt, [base])
-            t = f"_{missing}_"
-            return (base, None), "### Base\n" + b, "### RL-tuned\n" + t, None, gr.update(interactive=False), ""
-        b, t = score_lines(ctx, prompt, [base, tuned])
-        state = {"prompt": prompt, "seed": seed, "adapter": adapter, "images": [base, tuned]}
-        return (base, tuned), "### Base\n" + b, "### RL-tuned\n" + t, state, gr.update(interactive=True), ""
+        images = [base] if tuned is None else [base, tuned]
+        b, *t = score_lines(ctx, prompt, images)
+        t = t[0] if t else f"_{missing}_"
+        state = {"prompt": prompt, "seed": seed, "adapter": adapter, "images": images} if tuned is not None else None
+        return (base, tuned), "### Base\n" + b, "### RL-tuned\n" + t, state, gr.update(interactive=state is not None), ""
 
     def send_pair(state):
         if not state:
