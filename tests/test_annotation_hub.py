@@ -69,10 +69,12 @@ def make_store(root, n=6) -> AnnotationStore:
 
 
 def label_some(store, who, k):
+    """k labels by `who`, each for image a (the known better one) on whichever side it is shown: sides
+    are random per showing, so a fixed "left" would split votes and, now and then, leave no majority."""
     ids = []
     for _ in range(k):
         a = store.next_pair(who)
-        ids.append(store.submit(who, a.pair_id, "left").submission_id)
+        ids.append(store.submit(who, a.pair_id, "left" if a.left_image == "a" else "right").submission_id)
     return ids
 
 
