@@ -2,6 +2,8 @@
 and the shipped checkpoint in assets/toy/flux."""
 
 import json
+import math
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextModel, T5EncoderModel
+from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from spatial.generation import GenerationConfig, GenerationService, build_tokenizer, build_toy_pipeline, sampling
 from spatial.generation.config import TOY_BASE
 from spatial.generation.pretrain import PretrainConfig, ToyPretrainer
 from spatial.generation.toy import TINY, ToyFluxConfig
-from spatial.world import sample_prompts, words
+from spatial.world import COLOURS, SHAPES, sample_prompts, words
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -31,18 +33,40 @@ def test_every_spatialworld_word_has_its_own_token():
 
 
 def test_tokenizers_pad_and_never_truncate_a_spatialworld_prompt():
-    clip, t5 = build_tokenizer(77), build_tokenizer(ToyFluxConfig().t5_max_length)
+    clip, t5 = build_tokenizer(77, object_tokens=True), build_tokenizer(ToyFluxConfig().t5_max_length, object_tokens=True)
     assert clip.model_max_length == 77 and clip.pad_token == "<pad>" and t5.pad_token == "<pad>"
     longest = max(len(t5(p).input_ids) for p in sample_prompts(2000, seed=5))
     assert longest <= t5.model_max_length
-    ids = t5("a red circle left of a blue square", padding="max_length", max_length=24).input_ids
-    assert len(ids) == 24 and ids[-1] == t5.pad_token_id and t5.eos_token_id in ids
+    ids = t5("a red circle left of a blue square", padding="max_length", max_length=16).input_ids
+    assert len(ids) == 16 and ids[-1] == t5.pad_token_id and t5.eos_token_id in ids
 
 
 def test_filler_words_are_dropped_and_unknown_words_marked():
     tok = build_tokenizer(24)
     read = tok.convert_ids_to_tokens(tok("A picture of a red circle to the left of the blue cat").input_ids)
     assert read == ["red", "circle", "left", "blue", "<unk>", "</s>"]
+
+
+def test_object_tokens_name_each_object_in_one_token_and_survive_a_save(tmp_path):
+    tok = build_tokenizer(16, object_tokens=True)
+    read = tok.convert_ids_to_tokens(tok("A red circle to the left of the blue square, and a red square above it").input_ids)
+    assert read[:4] == ["red circle", "left", "blue square", ","] and "red square" in read
+    ids = [tok.convert_tokens_to_ids(f"{c} {s}") for c in COLOURS for s in SHAPES]
+    assert tok.unk_token_id not in ids and len(set(ids)) == 30
+    longest = max(len(tok(p).input_ids) for p in sample_prompts(2000, seed=5))
+    assert longest <= 16
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)("a green diamond below a red circle").input_ids == tok(
+        "a green diamond below a red circle").input_ids
+
+
+def test_object_tokens_start_between_their_colour_and_their_shape():
+    pipe = build_toy_pipeline(replace(TINY, object_tokens=True))
+    tok = pipe.tokenizer_2
+    for encoder in (pipe.text_encoder, pipe.text_encoder_2):
+        table = encoder.get_input_embeddings().weight
+        obj, colour, shape = tok.convert_tokens_to_ids(["purple triangle", "purple", "triangle"])
+        assert torch.allclose(table[obj], (table[colour] + table[shape]) / 2**0.5)
 
 
 def test_the_toy_is_built_from_flux_classes_in_eval_mode():
@@ -90,6 +114,19 @@ def test_pretraining_writes_a_pipeline_folder_and_resumes_to_the_same_weights(tm
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (resumed / "checkpoints").exists()
     assert json.loads((resumed / "pretrain_summary.json").read_text())["config"]["steps"] == 6
+
+
+def test_training_noise_levels_follow_the_configured_shift(tmp_path):
+    def draws(shift: float) -> torch.Tensor:
+        trainer = ToyPretrainer(tiny_training(tmp_path, sigma_shift=shift), TINY)
+        return trainer.sample_sigmas(4000, tokens=64)
+
+    # shift 0 is the sampler's own: exp(mu) for 64 tokens under FLUX.1-dev's scheduler settings
+    mu = 64 * (1.15 - 0.5) / (4096 - 256) + 0.5 - 256 * (1.15 - 0.5) / (4096 - 256)
+    s = torch.sigmoid(torch.randn(4000, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(draws(0.0), math.exp(mu) / (math.exp(mu) + (1 / s - 1)), atol=1e-6)
+    assert torch.allclose(draws(1.0), s, atol=1e-6)  # no shift: plain logit-normal
+    assert draws(3.0).median() > 0.7 > draws(1.0).median()  # weight moves towards noise, where layout is set
 
 
 def test_the_training_command_refuses_bad_settings_in_one_line(tmp_path):

@@ -44,6 +44,14 @@ def render_dataset(n: int, data_seed: int, size: int, world: WorldConfig) -> tup
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), prompts
 
 
+def training_world(c: PretrainConfig) -> WorldConfig:
+    """The SpatialWorld scenes the toy FLUX learns from (evaluation prompts come from the default world)."""
+    return WorldConfig(min_size=c.min_size, max_size=c.max_size, snap=c.snap,
+                       border=0.0 if c.snap else WorldConfig().border,
+                       background=(c.background,) * 3 if c.background else None,
+                       distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0)  # fmt: skip
+
+
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float() / 127.5 - 1.0
 
@@ -118,11 +126,15 @@ class ToyPretrainer:
     # ---- stage 2: the transformer ------------------------------------------------------------------
 
     def sample_sigmas(self, n: int, tokens: int) -> torch.Tensor:
-        """Logit-normal s, time-shifted like the sampler's schedule for this many image tokens."""
-        cfg = self.pipe.scheduler.config
-        mu = calculate_shift(tokens, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+        """Logit-normal s, time-shifted by `config.sigma_shift` or, when that is 0, exactly as the
+        sampler shifts its schedule for this many image tokens."""
+        shift = self.config.sigma_shift
+        if not shift:
+            cfg = self.pipe.scheduler.config
+            mu = calculate_shift(tokens, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+            shift = math.exp(mu)
         s = torch.sigmoid(torch.randn(n, generator=self.gen))
-        return math.exp(mu) / (math.exp(mu) + (1 / s - 1))
+        return shift * s / (1 + (shift - 1) * s)
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
@@ -245,8 +257,7 @@ class ToyPretrainer:
         previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         try:
             t0 = time.perf_counter()
-            world = WorldConfig(min_size=c.min_size, max_size=c.max_size,
-                                distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0)
+            world = training_world(c)
             images, prompts = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
             self.train_vae(images)
             t1 = time.perf_counter()

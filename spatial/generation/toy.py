@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from transformers import AddedToken, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from spatial.world import words
+from spatial.world.vocab import COLOURS, SHAPES
 
 SPECIAL = ["<pad>", "<unk>", "<s>", "</s>"]
 PUNCTUATION = [",", ";", "."]
@@ -58,8 +59,13 @@ class ToyFluxConfig:
     """T5 encoder layers."""
     pooled_dim: int = 64
     """CLIP width (the transformer's pooled_projection_dim)."""
-    t5_max_length: int = 24
-    """T5 tokens per prompt (SpatialWorld prompts need at most 18 once filler words are dropped)."""
+    t5_max_length: int = 16
+    """T5 tokens per prompt (SpatialWorld prompts need at most 12 with object tokens, 18 without, once
+    filler words are dropped)."""
+    object_tokens: bool = True
+    """One token per "<colour> <shape>" (30 added tokens, as the toy VLM has), so the text encoder need not
+    learn to bind a shape word to the colour word before it: 37% vs 27% of named objects found after
+    1,000 steps on the grid-aligned renders."""
 
 
 # A few hundred thousand parameters: the same code paths in milliseconds (tests, CI, script checks).
@@ -67,24 +73,28 @@ TINY = ToyFluxConfig(vae_channels=(8, 16, 16), latent_channels=4, double_layers=
                      head_dim=16, text_dim=32, text_layers=1, pooled_dim=32)
 
 
-def build_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
+def build_tokenizer(max_length: int, object_tokens: bool = False) -> PreTrainedTokenizerFast:
     """Word-level tokenizer over SpatialWorld's words: lower-cased, filler dropped, punctuation split off,
-    `</s>` appended. Words outside SpatialWorld become <unk>."""
+    `</s>` appended, and optionally one token per object name. Words outside SpatialWorld become <unk>."""
     vocab = {tok: i for i, tok in enumerate([*SPECIAL, *PUNCTUATION, *words()])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     filler = Regex(r"\b(" + "|".join(FILLER) + r")\b")
     tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(filler, " ")])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>", model_max_length=max_length)  # fmt: skip
+    if object_tokens:
+        fast.add_tokens([AddedToken(f"{c} {s}", single_word=True, normalized=True) for c in COLOURS for s in SHAPES])
+    return fast
 
 
 def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0, zero_init: bool = False) -> FluxPipeline:
     """A randomly initialised toy FLUX, every component in eval mode. `zero_init` starts the transformer
     adaLN-Zero style for training (its output is then 0 until trained, useless for anything else)."""
     torch.manual_seed(seed)
-    clip_tok, t5_tok = build_tokenizer(CLIP_MAX_LENGTH), build_tokenizer(cfg.t5_max_length)
+    clip_tok = build_tokenizer(CLIP_MAX_LENGTH, cfg.object_tokens)
+    t5_tok = build_tokenizer(cfg.t5_max_length, cfg.object_tokens)
     n = len(clip_tok)
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=n, hidden_size=cfg.pooled_dim, intermediate_size=2 * cfg.pooled_dim,
                                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH,
@@ -102,6 +112,9 @@ def build_toy_pipeline(cfg: ToyFluxConfig = ToyFluxConfig(), seed: int = 0, zero
     )  # fmt: skip
     if zero_init:
         adaln_zero(transformer)
+    if cfg.object_tokens:
+        for encoder in (clip, t5):
+            compose_object_embeddings(encoder.get_input_embeddings(), t5_tok)
     k = len(cfg.vae_channels)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * k,
                         up_block_types=("UpDecoderBlock2D",) * k, block_out_channels=cfg.vae_channels,
@@ -126,6 +139,17 @@ def adaln_zero(transformer: FluxTransformer2DModel) -> None:
             if name.endswith(("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear")) or name == "proj_out":
                 module.weight.zero_()
                 module.bias.zero_()
+
+
+@torch.no_grad()
+def compose_object_embeddings(embedding: torch.nn.Embedding, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Start each "<colour> <shape>" token at the mean of its colour's and its shape's embeddings, so
+    that all red objects begin alike (a colour is the first thing the image must agree on) and only
+    then learn what sets them apart."""
+    for colour in COLOURS:
+        for shape in SHAPES:
+            ids = tokenizer.convert_tokens_to_ids([f"{colour} {shape}", colour, shape])
+            embedding.weight[ids[0]] = (embedding.weight[ids[1]] + embedding.weight[ids[2]]) / 2**0.5
 
 
 def eval_all(pipe: FluxPipeline) -> FluxPipeline:

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from .grammar import format_prompt
-from .scene import CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine
+from .scene import RECTANGLE_ASPECT, CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine
 from .vocab import COLOURS, RELATIONS, SHAPES
 
 
@@ -36,6 +36,11 @@ class WorldConfig:
     """Smallest empty space between two objects' boxes, as a fraction of the side."""
     border: float = 0.03
     """Objects keep this far from the image edge."""
+    snap: int = 0
+    """When positive, every object's box is moved to start on a grid of 1/snap of the side (8 at 32 px:
+    the toy FLUX's 4 px token grid), so the same shape always covers the same tokens the same way."""
+    background: tuple[int, int, int] | None = None
+    """One background tint for every scene instead of a random light one."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,22 @@ def separated(a: SceneObject, b: SceneObject, gap: float) -> bool:
 
 def place(rng: random.Random, colour: str, shape: str, size: float, cfg: WorldConfig, named=True):
     lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
-    return SceneObject(colour, shape, rng.uniform(lo, hi), rng.uniform(lo, hi), size, named)
+    x, y = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    if cfg.snap:
+        half_h = size / 2 * (RECTANGLE_ASPECT if shape == "rectangle" else 1.0)
+        x = _snap(x, size / 2, cfg.snap, cfg.border)
+        y = _snap(y, half_h, cfg.snap, cfg.border)
+    return SceneObject(colour, shape, x, y, size, named)
+
+
+def _snap(centre: float, half: float, snap: int, border: float) -> float:
+    """The centre whose box edge lies on the nearest grid line, kept inside the border."""
+    centre = round((centre - half) * snap) / snap + half
+    while centre - half < border - 1e-9:
+        centre += 1 / snap
+    while centre + half > 1 - border + 1e-9:
+        centre -= 1 / snap
+    return centre
 
 
 def background(rng: random.Random) -> tuple[int, int, int]:
@@ -148,7 +168,8 @@ def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
             objects=tuple((o.colour, o.shape) for o in named),
             relations=tuple(Relation(remap[i], p, remap[j]) for i, p, j in relations),
         )
-        scene = Scene(tuple(add_distractors(rng, named, cfg)), background(rng), seed)
+        tint = background(rng)  # drawn even when fixed, so the rng stream (and the prompt) stays the same
+        scene = Scene(tuple(add_distractors(rng, named, cfg)), tuple(cfg.background) if cfg.background else tint, seed)
         return Example(format_prompt(spec, rng), spec, scene)
 
 
