@@ -129,6 +129,21 @@ def test_training_noise_levels_follow_the_configured_shift(tmp_path):
     assert draws(3.0).median() > 0.7 > draws(1.0).median()  # weight moves towards noise, where layout is set
 
 
+def test_a_pilot_reuses_a_saved_autoencoder_and_changes_the_model_from_the_command_line(tmp_path):
+    first = ToyPretrainer(tiny_training(tmp_path / "first"), TINY).run()
+    # another seed: an autoencoder trained here would differ, the reused one is the first's to the bit
+    pilot = ToyPretrainer(tiny_training(tmp_path / "pilot", vae_from=str(first), seed=1), TINY).run()
+    a, b = AutoencoderKL.from_pretrained(first / "vae"), AutoencoderKL.from_pretrained(pilot / "vae")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    assert PretrainConfig(model='{"heads": 3, "vae_channels": [8, 16]}').toy_config() == replace(
+        ToyFluxConfig(), heads=3, vae_channels=(8, 16))
+    with pytest.raises(ValueError, match="JSON object of ToyFluxConfig fields"):
+        PretrainConfig(model='{"layers": 3}').validate()
+    with pytest.raises(ValueError, match="not a pipeline folder"):
+        PretrainConfig(vae_from=str(tmp_path / "missing")).validate()
+
+
 def test_the_training_command_refuses_bad_settings_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "training.pretrain_toy", "--out", str(tmp_path), "--steps", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip

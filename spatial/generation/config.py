@@ -7,6 +7,7 @@ environment (`GenerationConfig.from_env`), never from code edits.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -147,6 +148,11 @@ class PretrainConfig:
     """Grey level of one plain background for every training render (0: SpatialWorld's random tints)."""
     vae_steps: int = 500
     """Autoencoder steps (stage 1)."""
+    vae_from: str | None = None
+    """Reuse the autoencoder of a saved toy pipeline folder instead of training one (skips stage 1; for
+    short recipe pilots of stage 2)."""
+    model: str = ""
+    """ToyFluxConfig fields to change, as a JSON object (e.g. '{"object_tokens": false}'); empty: the defaults."""
     vae_batch: int = 32
     """Autoencoder batch size."""
     vae_lr: float = 2e-3
@@ -179,6 +185,18 @@ class PretrainConfig:
     device: str = "cpu"
     """`cpu` or `cuda`. The shipped checkpoint is trained on the CPU."""
 
+    def toy_config(self):
+        """The ToyFluxConfig this run builds: the defaults with `model`'s fields replaced."""
+        from .toy import ToyFluxConfig  # diffusers, only once the command line has been read
+
+        if not self.model.strip():
+            return ToyFluxConfig()
+        try:
+            fields = json.loads(self.model)
+            return ToyFluxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise ValueError(f"model must be a JSON object of ToyFluxConfig fields ({e})") from None
+
     def validate(self) -> None:
         for name in ("examples", "vae_steps", "vae_batch", "steps", "batch", "checkpoint_every", "threads",
                      "probe_prompts"):  # fmt: skip
@@ -194,6 +212,9 @@ class PretrainConfig:
             raise ValueError(f"sigma_shift must be 0 (the sampler's) or positive, got {self.sigma_shift}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.vae_from and not (Path(self.vae_from) / "vae" / "config.json").is_file():
+            raise ValueError(f"vae_from {self.vae_from} is not a pipeline folder with a vae/ inside")
+        self.toy_config()
         if self.device == "cuda":
             import torch
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from tqdm.auto import tqdm
 
@@ -64,14 +65,14 @@ def cosine(step: int, total: int, peak: float, warmup: int = 0, floor: float = 0
 class ToyPretrainer:
     """Stage 1 (autoencoder) then stage 2 (transformer + text encoders); resumable at any checkpoint."""
 
-    def __init__(self, config: PretrainConfig, model: ToyFluxConfig = ToyFluxConfig()):
+    def __init__(self, config: PretrainConfig, model: ToyFluxConfig | None = None):
         config.validate()
-        self.config, self.model_config = config, model
+        self.config, self.model_config = config, model or config.toy_config()
         torch.set_num_threads(config.threads)
         self.out = Path(config.out)
         self.ckpt = self.out / "checkpoints"
         self.device = torch.device(config.device)
-        self.pipe = build_toy_pipeline(model, seed=config.seed, zero_init=True).to(self.device)
+        self.pipe = build_toy_pipeline(self.model_config, seed=config.seed, zero_init=True).to(self.device)
         self.gen = torch.Generator().manual_seed(config.seed)
         self._stop = False
         self.log_path = self.out / "pretrain_log.jsonl"
@@ -230,9 +231,10 @@ class ToyPretrainer:
         if saved:
             for m, sd in zip(modules, saved):
                 m.load_state_dict(sd)
-        n = len(verdicts)
+        n, named = len(verdicts), [o["found"] for v in verdicts for o in v.objects]
         return {"object_accuracy": sum(all(o["found"] for o in v.objects) for v in verdicts) / n,
-                "spatial_accuracy": sum(v.satisfied for v in verdicts) / n}  # fmt: skip
+                "spatial_accuracy": sum(v.satisfied for v in verdicts) / n,
+                "objects_found": sum(named) / len(named)}  # fmt: skip
 
     @torch.no_grad()
     def probe_vae(self, world: WorldConfig = WorldConfig(), n: int = 100) -> dict:
@@ -259,7 +261,10 @@ class ToyPretrainer:
             t0 = time.perf_counter()
             world = training_world(c)
             images, prompts = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
-            self.train_vae(images)
+            if c.vae_from:
+                self.pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(Path(c.vae_from) / "vae").state_dict())
+            else:
+                self.train_vae(images)
             t1 = time.perf_counter()
             latents = self.encode_all(images)
             if c.probe_every:
