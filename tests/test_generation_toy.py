@@ -163,9 +163,9 @@ def test_the_shipped_toy_is_small():
 
 @pytest.mark.slow
 def test_the_shipped_toy_draws_named_objects_far_above_chance():
-    # A regression guard on the bundled weights, set from what they do (docs/TRAINING.md: 32% of named
-    # objects found over 200 x 4 held-out images), not from the target they still miss (issue: 0.80
-    # of images with every object found).
+    # A regression guard on the bundled weights, set from what they do (docs/TRAINING.md: 73% of named
+    # objects found and 34% of images with every object over 200 x 4 held-out images), not from the
+    # target they still miss (issue: 0.80 of images with every object found). Chance is far below 10%.
     from spatial.generation.evaluate import HELD_OUT_SEED, judge
 
     config = GenerationConfig.for_preset("toy", device="cpu")
@@ -174,4 +174,5 @@ def test_the_shipped_toy_draws_named_objects_far_above_chance():
     prompts = sample_prompts(24, HELD_OUT_SEED)
     rows = judge(service.generate(prompts, [0]), prompts)["rows"]
     found = [o["found"] for row in rows for o in row["objects"]]
-    assert sum(found) / len(found) >= 0.2
+    assert sum(found) / len(found) >= 0.6
+    assert sum(row["objects_ok"] for row in rows) / len(rows) >= 0.2
