@@ -41,8 +41,8 @@ class GRPOConfig:
     """Denoising steps for evaluation images."""
     guidance: float = 3.5
     """FLUX distilled guidance scale."""
-    resolution: int = 64
-    """Image side in pixels."""
+    resolution: int = 32
+    """Image side in pixels (the toy FLUX is trained at 32)."""
     noise_level: float = 0.7
     """a in the SDE's std = a * sqrt(sigma / (1 - sigma))."""
     train_timestep_fraction: float = 1.0
