@@ -61,6 +61,28 @@ def test_prints_one_json_line_with_the_accuracies_last(tiny_dir, prompt_file, tm
     assert result["object_accuracy"] == round(sum(r["objects_ok"] for r in rows) / 6, 4)
 
 
+def test_lora_evaluates_the_adapter_on_top_of_the_base_model(tiny_dir, prompt_file, tmp_path, capsys):
+    from diffusers import FluxPipeline
+
+    from spatial.generation.lora import add_lora, save_lora
+
+    pipe = FluxPipeline.from_pretrained(tiny_dir)
+    add_lora(pipe.transformer, rank=4, alpha=8)
+    for name, p in pipe.transformer.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # far from zero, so the adapter changes the images
+    save_lora(pipe, tmp_path / "lora")
+    args = ["generator", "--base_model", str(tiny_dir), "--prompts", str(prompt_file), "--seeds", "2",
+            "--steps", "2", "--device", "cpu"]  # fmt: skip
+    runs = {}
+    for name, extra in (("base", []), ("lora", ["--lora", str(tmp_path / "lora")])):
+        assert dispatch(args + extra + ["--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert runs["lora"]["lora"] == str(tmp_path / "lora") and runs["base"]["lora"] is None
+    first = [Image.open(tmp_path / name / "images" / "0000_s0.png").tobytes() for name in runs]
+    assert first[0] != first[1]
+
+
 def test_a_prompt_the_oracle_cannot_read_is_refused_before_any_rendering(tiny_dir, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("a red circle left of a blue square\na photo of a cat on a sofa\n")

@@ -165,6 +165,12 @@ def test_bad_requests_are_refused_with_a_clear_message(service):
         service.generate(PROMPTS[0], [0], size=30)
 
 
+def test_an_adapter_named_like_a_module_method_is_refused_with_a_reason(tiny_dir, tmp_path):
+    service = GenerationService(tiny_config(tiny_dir))
+    with pytest.raises(ValueError, match="clashes"):
+        service.load_adapter(tmp_path / "lora", "eval")
+
+
 def test_a_missing_local_model_names_the_folder_and_the_setting(tmp_path):
     with pytest.raises(ModelUnavailableError) as e:
         load_pipeline(GenerationConfig.for_preset("toy", base_model=str(tmp_path / "nowhere"), device="cpu"))

@@ -91,6 +91,17 @@ def test_top_k_zero_trains_on_every_sample_and_costs_twice_the_training_passes(t
     assert a.nfe_sampling == b.nfe_sampling == 24
 
 
+@pytest.mark.parametrize("same_latent", [False, True])
+def test_same_latent_groups_share_their_starting_noise_and_differ_by_the_sde_noise(tmp_path, same_latent):
+    trainer, _ = make(tmp_path, same_latent=same_latent)
+    *_, traj, _, _, _ = trainer.sample(0)
+    start, final = traj.states[:, 0], traj.final
+    g = trainer.config.group_size
+    assert torch.equal(start[0], start[1]) == same_latent  # members of the first group
+    assert not torch.equal(start[0], start[g])  # groups never share noise
+    assert not torch.equal(final[0], final[1])  # the SDE noise still spreads the group
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     trainer, _ = make(tmp_path)
     trainer.train()

@@ -110,8 +110,8 @@ def evaluate(config: GeneratorEvalConfig) -> dict:
     service = GenerationService(gen)
     adapter = None
     if config.lora:
-        service.load_adapter(config.lora, "eval")
-        adapter = "eval"
+        service.load_adapter(config.lora, "candidate")
+        adapter = "candidate"
     seeds = list(range(config.seeds))
     t0 = time.perf_counter()
     images = service.generate(prompts, seeds, adapter=adapter)

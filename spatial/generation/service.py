@@ -162,6 +162,9 @@ class GenerationService:
         if not name or name == "base":
             raise ValueError("adapter name must be non-empty and not 'base'")
         pipe = self.pipeline
+        if hasattr(torch.nn.ModuleDict(), name):
+            # peft keeps each adapter as a ModuleDict entry, which cannot be named like a Module method.
+            raise ValueError(f"adapter name {name!r} clashes with an attribute of the transformer; choose another")
         with self._lock:
             try:
                 load_lora(pipe, path_or_id, name)

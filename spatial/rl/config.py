@@ -45,6 +45,9 @@ class GRPOConfig:
     """Image side in pixels (the toy FLUX is trained at 32)."""
     noise_level: float = 0.7
     """a in the SDE's std = a * sqrt(sigma / (1 - sigma))."""
+    same_latent: bool = False
+    """Start every member of a group from the same initial noise (Flow-GRPO's `sample.same_latent`):
+    the group then differs only by the SDE noise, which is what the log-probs credit."""
     train_timestep_fraction: float = 1.0
     """Fraction of the sampling steps trained on (the earliest ones, where layout is decided)."""
     lora_rank: int = 16
