@@ -56,5 +56,20 @@ def test_log_probs_carry_gradients_to_the_policy_and_kl_grows_when_it_moves():
     assert net.lin.weight.grad.abs().sum() > 0
 
 
+def test_an_sde_window_makes_only_the_first_steps_random_and_the_rest_plain_euler():
+    net = LinearVelocity()
+    start = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(5)).expand(2, 4, 6)
+    traj = sample_trajectory(net, start, SIGMAS, 0.0, None, 0.7, _gens([1, 2]), sde_steps=2)
+    assert not torch.allclose(traj.states[0, 2], traj.states[1, 2])  # the window's noise differs
+    assert (traj.log_probs[:, :2] != 0).all() and (traj.log_probs[:, 2:] == 0).all()
+    with torch.no_grad():  # after the window each step is x + (sigma_next - sigma) v, nothing random
+        for j in range(2, len(SIGMAS) - 1):
+            v = net(traj.states[:, j], SIGMAS[j], 0.0, None)
+            assert torch.allclose(traj.states[:, j + 1], traj.states[:, j] + (SIGMAS[j + 1] - SIGMAS[j]) * v, atol=1e-6)
+    for j in range(2):  # the window's steps are still exactly on-policy when re-evaluated
+        lp, _ = step_log_prob(net, traj, j, 0.0, None, 0.7)
+        assert torch.allclose(torch.exp(lp - traj.log_probs[:, j]), torch.ones(2), atol=1e-5)
+
+
 def test_the_cap_is_the_largest_sigma_below_one():
     assert abs(sigma_cap(SIGMAS) - 0.8) < 1e-6

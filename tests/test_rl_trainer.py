@@ -102,6 +102,14 @@ def test_same_latent_groups_share_their_starting_noise_and_differ_by_the_sde_noi
     assert not torch.equal(final[0], final[1])  # the SDE noise still spreads the group
 
 
+def test_an_sde_window_trains_only_its_steps(tmp_path):
+    full, _ = make(tmp_path / "full", sample_steps=3)
+    window, _ = make(tmp_path / "window", sample_steps=3, sde_window=1)
+    a, b = full.train()[0], window.train()[0]
+    assert a.nfe_sampling == b.nfe_sampling == 24  # every step still runs the transformer once
+    assert (a.nfe_training, b.nfe_training) == (24, 8)  # 4 kept x 2 passes x (3 steps vs 1)
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     trainer, _ = make(tmp_path)
     trainer.train()
@@ -131,7 +139,7 @@ def test_sample_seeds_do_not_depend_on_how_work_is_split():
 
 
 @pytest.mark.parametrize("bad", [{"group_size": 1}, {"group_size": 4, "top_k": 3}, {"iterations": 0},
-                                 {"resolution": 30}])  # fmt: skip
+                                 {"resolution": 30}, {"sample_steps": 4, "sde_window": 5}])  # fmt: skip
 def test_bad_configurations_are_refused_before_any_compute(bad):
     with pytest.raises(ValueError):
         GRPOConfig(**bad).validate()

@@ -48,6 +48,9 @@ class GRPOConfig:
     same_latent: bool = False
     """Start every member of a group from the same initial noise (Flow-GRPO's `sample.same_latent`):
     the group then differs only by the SDE noise, which is what the log-probs credit."""
+    sde_window: int = 0
+    """Stochastic sampling steps, from the first (0: all): later steps are deterministic and not
+    trained, so a group's spread comes only from the trained steps (Flow-GRPO-Fast)."""
     train_timestep_fraction: float = 1.0
     """Fraction of the sampling steps trained on (the earliest ones, where layout is decided)."""
     lora_rank: int = 16
@@ -104,6 +107,8 @@ class GRPOConfig:
             raise ValueError("mixed_precision must be auto, bf16 or no")
         if not 0 <= self.noise_level <= 2:
             raise ValueError("noise_level must be in [0, 2]")
+        if not 0 <= self.sde_window <= self.sample_steps:
+            raise ValueError(f"sde_window must be in [0, sample_steps={self.sample_steps}], got {self.sde_window}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -44,17 +44,26 @@ def sample_trajectory(
     guidance: torch.Tensor | None,
     noise_level: float,
     generators: list[torch.Generator] | None = None,
+    sde_steps: int | None = None,
 ) -> Trajectory:
     """Run the SDE sampler from `noise` through `sigmas`, recording states and log-probs.
 
     `generators` (one per sample) make each sample's step noise independent of batching, so the
     same sample is drawn whether it is generated alone, in a batch, or on another process.
+    `sde_steps` = w makes only the first w steps stochastic and the rest plain Euler (ODE) steps,
+    whose log-prob is recorded as 0 and which are never trained: every difference between two
+    samples from the same start then comes from the steps that are trained (Flow-GRPO-Fast's window).
     """
     x = noise.float()
     cap = sigma_cap(sigmas)
     states, log_probs = [x], []
     for j in range(len(sigmas) - 1):
         v = velocity(x, sigmas[j], cond, guidance)
+        if sde_steps is not None and j >= sde_steps:
+            x = x + (sigmas[j + 1] - sigmas[j]).float() * v.float()
+            states.append(x)
+            log_probs.append(torch.zeros(x.shape[0], device=x.device))
+            continue
         eps = None
         if generators is not None:
             eps = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x.device)

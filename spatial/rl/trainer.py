@@ -117,7 +117,7 @@ class GRPOTrainer:
                 rows = torch.arange(k * c.group_size, (k + 1) * c.group_size)
                 traj = sample_trajectory(self.policy.velocity, noise[rows], sigmas, self.policy.select(cond, rows),
                                          None if guidance is None else guidance[rows], c.noise_level,
-                                         [gens[i] for i in rows.tolist()])  # fmt: skip
+                                         [gens[i] for i in rows.tolist()], c.sde_window or None)  # fmt: skip
                 imgs = self.policy.decode(traj.final, c.resolution)
                 trajs.append(traj)
                 images += imgs
@@ -136,6 +136,8 @@ class GRPOTrainer:
         idx = torch.nonzero(keep, as_tuple=True)[0]
         steps = traj.log_probs.shape[1]
         trained = list(range(max(1, math.ceil(steps * c.train_timestep_fraction))))
+        if c.sde_window:
+            trained = trained[: c.sde_window]  # the deterministic steps carry no log-prob to train
         sub = Trajectory(traj.states[idx], traj.log_probs[idx], traj.sigmas)
         sub_cond = self.policy.select(cond, idx)
         sub_guidance = None if guidance is None else guidance[idx]
