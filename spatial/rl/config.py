@@ -116,7 +116,9 @@ class GRPOConfig:
 
 # Presets extend the defaults above. flux-dev follows the paper's top-k study (G=24, k=6).
 PRESETS: dict[str, dict] = {
-    "toy": {"preset": "toy"},
+    # The toy run's recipe (docs/TRAINING.md, "Spatial-RL"): k = 2 of G = 8, same-latent groups whose
+    # spread comes from the first two (trained) SDE steps.
+    "toy": {"preset": "toy", "top_k": 2, "learning_rate": 5e-4, "same_latent": True, "sde_window": 2},
     "flux-dev": {
         "preset": "flux-dev",
         "resolution": 512,

@@ -8,6 +8,7 @@ from gradio_client import Client, handle_file
 from spatial.world import render
 from spatial.world.grammar import parse_prompt
 from spatial.world.sampler import scene_for
+from ui.train import GRPO_FIELDS, REWARD_FIELDS
 
 ENDPOINTS = {"/sample_prompt", "/render_scene", "/oracle_check", "/generate_pair", "/send_pair_to_annotation",
              "/compare_checkpoints", "/score_images", "/annotate_next", "/annotate_submit", "/annotate_stats",
@@ -56,8 +57,8 @@ def test_annotation_endpoints_need_a_signed_in_user(client):
 
 def test_training_endpoints_refuse_anonymous_callers(client):
     with pytest.raises(Exception, match="only admins"):
-        client.predict(*([None] * 19), api_name="/start_grpo")
+        client.predict(*([None] * len(GRPO_FIELDS)), api_name="/start_grpo")
     with pytest.raises(Exception, match="only admins"):
-        client.predict(*([None] * 14), api_name="/start_reward")
+        client.predict(*([None] * len(REWARD_FIELDS)), api_name="/start_reward")
     with pytest.raises(Exception):
         client.predict("20260101-000000-abcdef", api_name="/cancel_job")
