@@ -119,7 +119,8 @@ def test_a_checkpoint_moves_with_its_backbone(model, batch, tmp_path):
 def test_prob_prefer_compares_the_two_gaussians(model, batch):
     prompts, images = batch
     ab, ba = model.prob_prefer(prompts[0], images[0], images[1]), model.prob_prefer(prompts[0], images[1], images[0])
-    assert 0.0 <= ab <= 1.0 and ab + ba == pytest.approx(1.0)
+    # The two calls batch the images in opposite orders; float32 rounding differs by ~1e-6.
+    assert 0.0 <= ab <= 1.0 and ab + ba == pytest.approx(1.0, abs=1e-5)
 
 
 def test_bad_inputs_get_one_clear_error(model, batch, tmp_path):
