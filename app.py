@@ -1,9 +1,13 @@
 """Spatial Studio: the Space's entry point (`python app.py`). It only assembles; see ui/ and spatial/."""
 
-from spatial.settings import AppSettings
+import torch
+
+from spatial.settings import AppSettings, cpu_threads
 from ui import AppContext, build_app, launch_kwargs
 
 settings = AppSettings.from_env()
+if (threads := cpu_threads(settings.preset)) is not None:
+    torch.set_num_threads(threads)
 context = AppContext(settings)
 demo = build_app(settings, context)
 

@@ -62,3 +62,18 @@ class AppSettings:
 
     def is_admin(self, user: str | None) -> bool:
         return user is not None and user in self.admin_names()
+
+
+def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None) -> int | None:
+    """Intra-op threads for torch on a CPU-only machine: `SPATIAL_CPU_THREADS`, else 1 for the toy.
+
+    The toy models are so small that a second thread costs more in synchronisation than it saves:
+    a 32 px toy image renders in 0.117 s on one thread and 0.304 s on two (docs/BENCHMARKS.md).
+    None leaves torch's default (GPU machines, full-size models)."""
+    import torch
+
+    env = os.environ if env is None else env
+    if env.get("SPATIAL_CPU_THREADS"):
+        return max(1, int(env["SPATIAL_CPU_THREADS"]))
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return 1 if preset == "toy" and not cuda else None
