@@ -73,7 +73,9 @@ def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None) 
     import torch
 
     env = os.environ if env is None else env
-    if env.get("SPATIAL_CPU_THREADS"):
-        return max(1, int(env["SPATIAL_CPU_THREADS"]))
+    if value := env.get("SPATIAL_CPU_THREADS"):
+        if not value.strip().isdigit():
+            raise ValueError(f"SPATIAL_CPU_THREADS must be a whole number of threads, got {value!r}")
+        return max(1, int(value))
     cuda = torch.cuda.is_available() if cuda is None else cuda
     return 1 if preset == "toy" and not cuda else None

@@ -104,7 +104,7 @@ class GRPOTrainer:
         groups = torch.tensor([k for k in range(len(chosen)) for _ in range(c.group_size)])
         cond = self.policy.encode(prompts)
         # Same-latent groups start from their first member's noise; the SDE noise still differs.
-        noise_seeds = [sample_seed(c.seed, it, i, 0) for i, _ in chosen for _ in range(c.group_size)] if c.same_latent else seeds
+        noise_seeds = [sample_seed(c.seed, it, i, 0 if c.same_latent else m) for i, _ in chosen for m in range(c.group_size)]
         noise = self.policy.initial_noise(noise_seeds, c.resolution)
         sigmas = self.policy.sigmas(c.sample_steps, c.resolution)
         guidance = self.policy.guidance(c.guidance, len(prompts))
