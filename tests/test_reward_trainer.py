@@ -89,3 +89,26 @@ def test_the_command_line_reports_bad_input_in_one_line(setup, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         train_reward.main(["--loss", "hinge"])
     assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: loss must be mc or closed"
+
+
+def test_several_pair_sources_joined_by_commas_are_trained_and_evaluated_together(setup, tmp_path):
+    other = tmp_path / "other"
+    write_pairs(other, 12, seed=6, size=32, test_fraction=1 / 6)
+    out = RewardTrainer(config(setup, tmp_path / "run", pairs=f"{setup[1]}, {other}", steps=2), progress=False).run()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_pairs"] == 20 + 10 and summary["eval_n"] == 4 + 2
+
+
+def test_init_from_continues_from_a_checkpoint_instead_of_a_fresh_head(setup, tmp_path):
+    first = RewardTrainer(config(setup, tmp_path / "first"), progress=False).run()
+    prompt, chosen, rejected = load_pairs(str(setup[1]), "test")[0].decode()
+    before = SpatialScore.from_pretrained(first).score([prompt, prompt], [chosen, rejected]).mu
+    # With a vanishing learning rate the fine-tuned model scores like the one it started from;
+    # a fresh head (the same run without init_from) does not.
+    tuned = RewardTrainer(config(setup, tmp_path / "tuned", init_from=str(first), learning_rate=1e-12, steps=2),
+                          progress=False).run()  # fmt: skip
+    fresh = RewardTrainer(config(setup, tmp_path / "fresh", learning_rate=1e-12, steps=2), progress=False).run()
+    after = SpatialScore.from_pretrained(tuned).score([prompt, prompt], [chosen, rejected]).mu
+    other = SpatialScore.from_pretrained(fresh).score([prompt, prompt], [chosen, rejected]).mu
+    assert after == pytest.approx(before, abs=1e-4)
+    assert abs(other - before).max() > 1e-3

@@ -33,13 +33,17 @@ class RewardTrainingConfig:
     """Train SpatialScore (LoRA on a Qwen2.5-VL, a reward token and a Gaussian head) on preference pairs."""
 
     pairs: str = ""
-    """Pair folder (SpatialWorld layout) or Hub dataset id; empty: generate SpatialWorld pairs into output_dir/pairs."""
+    """Pair folder (SpatialWorld layout) or Hub dataset id, or several joined by commas (their splits are
+    concatenated); empty: generate SpatialWorld pairs into output_dir/pairs."""
     generate_pairs: int = 8000
     """How many SpatialWorld pairs to write when `pairs` is empty (10% become the test split)."""
     pairs_seed: int = 1
     """SpatialWorld seed of generated pairs (keep apart from evaluation seeds)."""
     backbone: str = "assets/toy/vlm"
     """Base Qwen2.5-VL folder or Hub id (Qwen/Qwen2.5-VL-7B-Instruct on a Space)."""
+    init_from: str = ""
+    """Start from this SpatialScore checkpoint (its backbone, LoRA, head and reward token) instead of a
+    fresh head: fine-tuning on new pairs, e.g. annotators' labels or a generator's graded samples."""
     output_dir: str = "runs/spatialscore"
     """Where the final SpatialScore, metrics.jsonl and summary.json go."""
     checkpoint_dir: str = ""
@@ -154,22 +158,24 @@ class RewardTrainer:
 
     def load_data(self) -> tuple[list[PairRow], list[PairRow]]:
         c = self.config
-        source = c.pairs
-        if not source:
-            source = str(self.out / "pairs")
+        sources = [s.strip() for s in c.pairs.split(",") if s.strip()]
+        if not sources:
+            sources = [str(self.out / "pairs")]
             if self.acc.is_main_process:
-                ensure_pairs(source, c.generate_pairs, c.pairs_seed)
+                ensure_pairs(sources[0], c.generate_pairs, c.pairs_seed)
             self.acc.wait_for_everyone()
-        train = load_pairs(source, "train")
-        has_test = "test" in splits_of(source) if Path(source).is_dir() else True
-        try:
-            test = load_pairs(source, "test") if has_test else []
-        except DatasetError:
-            test = []
+        train, test = [], []
+        for source in sources:
+            train += load_pairs(source, "train")
+            has_test = "test" in splits_of(source) if Path(source).is_dir() else True
+            try:
+                test += load_pairs(source, "test") if has_test else []
+            except DatasetError:
+                pass
         train = self.check_prompts(train)
         test = self.check_prompts(test)
         if not train:
-            raise DatasetError(f"{source} has no usable training pairs")
+            raise DatasetError(f"{', '.join(sources)} has no usable training pairs")
         if c.eval_pairs:
             test = test[: c.eval_pairs]
         return train, test
@@ -244,7 +250,10 @@ class RewardTrainer:
         t0 = time.perf_counter()
         train, test = self.load_data()
         torch.manual_seed(c.seed)
-        model = SpatialScore.from_backbone(c.model_config(), device=acc.device)
+        if c.init_from:
+            model = SpatialScore.from_pretrained(c.init_from, device=acc.device, trainable=True)
+        else:
+            model = SpatialScore.from_backbone(c.model_config(), device=acc.device)
         if c.gradient_checkpointing:
             model.vlm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         resume_from = self.latest_checkpoint() if c.resume else None
