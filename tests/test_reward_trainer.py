@@ -112,3 +112,11 @@ def test_init_from_continues_from_a_checkpoint_instead_of_a_fresh_head(setup, tm
     other = SpatialScore.from_pretrained(fresh).score([prompt, prompt], [chosen, rejected]).mu
     assert after == pytest.approx(before, abs=1e-4)
     assert abs(other - before).max() > 1e-3
+
+
+def test_init_from_a_folder_that_is_not_a_checkpoint_is_refused_before_any_compute(setup, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_reward.main(["--init_from", str(tmp_path), "--output_dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "is not a SpatialScore checkpoint folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
