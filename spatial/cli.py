@@ -68,6 +68,8 @@ def coerce(cls, name: str, value: Any) -> Any:
     if value is None or value == "":
         if _optional(hints[name]):
             return None
+        if tp is str and _default(cls, name) == "":
+            return ""  # a text field whose default is empty ("none given")
         raise ValueError(f"{name} needs a value")
     if tp is bool:
         return value if isinstance(value, bool) else parse_bool(value)
@@ -76,6 +78,11 @@ def coerce(cls, name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be a whole number, got {value}")
         return tp(value)
     return value
+
+
+def _default(cls, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else None
 
 
 def _optional(tp) -> bool:

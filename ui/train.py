@@ -19,7 +19,7 @@ from .forms import DataclassForm
 
 GRPO_FIELDS = ["preset", "base_model", "reward", "reward_model", "group_size", "top_k", "prompts_per_iteration", "iterations", "sample_steps",
                "sde_window", "same_latent", "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "eval_prompts", "seed"]  # fmt: skip
-REWARD_FIELDS = ["pairs", "generate_pairs", "backbone", "steps", "batch_size", "learning_rate", "lora_rank",
+REWARD_FIELDS = ["pairs", "generate_pairs", "backbone", "init_from", "steps", "batch_size", "learning_rate", "lora_rank",
                  "lora_alpha", "loss", "mc_samples", "sigma_reg", "eval_every", "checkpoint_every", "seed"]  # fmt: skip
 NOT_FROM_FORMS = ("output_dir", "checkpoint_dir", "resume")  # the job manager owns these
 JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]

@@ -1,0 +1,35 @@
+"""Form and command-line values become typed config fields; an empty text box means "not given"."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from spatial.cli import coerce
+
+
+@dataclass
+class Example:
+    source: str = ""
+    """Empty: generate one."""
+    name: str = "run"
+    seed: int = 0
+    model: str | None = None
+
+
+def test_an_empty_value_keeps_an_empty_default_or_clears_an_optional_field():
+    assert coerce(Example, "source", "") == ""
+    assert coerce(Example, "model", "") is None
+    assert coerce(Example, "source", None) == ""
+
+
+def test_an_empty_value_for_a_field_that_needs_one_is_refused_by_name():
+    with pytest.raises(ValueError, match="name needs a value"):
+        coerce(Example, "name", "")
+    with pytest.raises(ValueError, match="seed needs a value"):
+        coerce(Example, "seed", None)
+
+
+def test_values_are_converted_to_the_declared_type():
+    assert coerce(Example, "seed", "3") == 3 and coerce(Example, "seed", 3.0) == 3
+    with pytest.raises(ValueError, match="whole number"):
+        coerce(Example, "seed", 2.5)
