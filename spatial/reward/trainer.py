@@ -42,7 +42,7 @@ class RewardTrainingConfig:
     backbone: str = "assets/toy/vlm"
     """Base Qwen2.5-VL folder or Hub id (Qwen/Qwen2.5-VL-7B-Instruct on a Space)."""
     init_from: str = ""
-    """Start from this SpatialScore checkpoint (its backbone, LoRA, head and reward token) instead of a
+    """Start from this SpatialScore checkpoint folder (its backbone, LoRA, head and reward token) instead of a
     fresh head: fine-tuning on new pairs, e.g. annotators' labels or a generator's graded samples."""
     output_dir: str = "runs/spatialscore"
     """Where the final SpatialScore, metrics.jsonl and summary.json go."""
