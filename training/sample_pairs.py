@@ -24,16 +24,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         prompts = sample_prompts(config.num_prompts, config.prompt_seed)
-        from spatial.generation.service import GenerationService
+        from spatial.generation.lora import load_lora
+        from spatial.generation.service import load_pipeline
 
-        gen = GenerationConfig.for_preset(config.preset, base_model=config.base_model, device=config.device)
-        gen.lora = None
-        service = GenerationService(gen)
-        pipe = service.pipeline
+        pipe = load_pipeline(GenerationConfig.for_preset(config.preset, base_model=config.base_model, device=config.device))
         if config.lora:
-            service.load_adapter(config.lora, "candidate")
-            pipe.transformer.enable_adapters()  # sample with it on (the service turns adapters on per call)
-            pipe.transformer.set_adapter("candidate")
+            load_lora(pipe, config.lora, "candidate")  # loaded active: every sample is drawn with it on
         with tqdm(total=len(prompts), desc="prompts", unit="prompt", file=sys.stderr) as bar:
             counts = write_sample_pairs(pipe, prompts, config, progress=bar)
     except (ValueError, PromptError, ConfigError) as e:

@@ -76,12 +76,12 @@ class SamplePairsConfig:
         return steps
 
     def validate(self) -> None:
-        self.steps_list()
+        steps = self.steps_list()
         if self.num_prompts < 1 or self.pairs_per_prompt < 1:
             raise ValueError("num_prompts and pairs_per_prompt must be at least 1")
         if self.sde_samples < 0 or self.sde_steps < 1 or not 0 <= self.sde_window <= self.sde_steps:
             raise ValueError("need sde_samples >= 0, sde_steps >= 1 and 0 <= sde_window <= sde_steps")
-        if self.sde_samples + len(self.steps_list()) < 2:
+        if self.sde_samples + len(steps) < 2:
             raise ValueError("a group needs at least two samples (sde_samples + entries of ode_steps)")
         if not 0 <= self.test_fraction < 1:
             raise ValueError("test_fraction must be in [0, 1)")
