@@ -1,7 +1,10 @@
-"""SpatialScore scoring throughput: images/s batched vs one image at a time, in the same run.
+"""Scoring throughput of SpatialScore or the zero-shot judge: images/s batched vs one image at a
+time, in the same run.
 
     # toy checkpoint on CPU (docs/BENCHMARKS.md, "SpatialScore scoring"):
     python -m bench.scoring_throughput --checkpoint assets/toy/spatialscore --batch-sizes 1,32 --n 128
+    # the zero-shot judge (the toy VLM asked "does this image follow the prompt?"):
+    python -m bench.scoring_throughput --scorer judge --checkpoint assets/toy/vlm --batch-sizes 1,32 --n 128
     # Qwen2.5-VL-7B architecture, random weights, bf16 on CUDA ("Full size (H100)"):
     python -m bench.scoring_throughput --full-size --batch-sizes 1,8,32 --n 64 --resolution 448
 
@@ -66,7 +69,9 @@ def sync(device: torch.device) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scoring_throughput")
-    ap.add_argument("--checkpoint", default="assets/toy/spatialscore")
+    ap.add_argument("--scorer", choices=["spatialscore", "judge"], default="spatialscore")
+    ap.add_argument("--checkpoint", default=None,
+                    help="SpatialScore checkpoint or judge backbone (default: the toy one of --scorer)")
     ap.add_argument("--full-size", action="store_true", help="random Qwen2.5-VL-7B architecture (needs a GPU)")
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--n", type=int, default=128, help="images scored per timed pass")
@@ -81,22 +86,36 @@ def main(argv=None) -> int:
     from spatial.reward.model import SpatialScore, pick_device
     from spatial.world import example_seed, render, sample_example
 
+    from spatial.scorers import ZeroShotJudge
+
     device = pick_device(args.device)
+    if args.full_size and args.scorer == "judge":
+        ap.error("--full-size builds SpatialScore only")
+    checkpoint = args.checkpoint or {"spatialscore": "assets/toy/spatialscore", "judge": "assets/toy/vlm"}[args.scorer]
     if args.full_size:
         model = full_size_model(args.resolution, device)
+    elif args.scorer == "judge":
+        judge = ZeroShotJudge(checkpoint, device=device)
     else:
-        model = SpatialScore.from_pretrained(args.checkpoint, device=device)
+        model = SpatialScore.from_pretrained(checkpoint, device=device)
+
+    def score(prompts, images, batch_size):
+        if args.scorer == "judge":
+            judge.batch_size = batch_size
+            return judge.score(prompts, images)
+        return model.score(prompts, images, batch_size=batch_size)
+
     examples = [sample_example(example_seed(4242, i)) for i in range(args.n)]
     prompts = [e.prompt for e in examples]
     images = [render(e.scene, args.resolution) for e in examples]
     rows = []
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        model.score(prompts[: max(bs, 2)], images[: max(bs, 2)], batch_size=bs)  # warm-up
+        score(prompts[: max(bs, 2)], images[: max(bs, 2)], bs)  # warm-up
         rates = []
         for _ in range(args.repeats):
             sync(device)
             t = time.perf_counter()
-            model.score(prompts, images, batch_size=bs)
+            score(prompts, images, bs)
             sync(device)
             rates.append(args.n / (time.perf_counter() - t))
         row = {"batch_size": bs, "images_per_s": round(statistics.median(rates), 2),
@@ -107,7 +126,8 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
     base = rows[0]["images_per_s"]
     summary = {
-        "model": "Qwen2.5-VL-7B architecture, random bf16 weights" if args.full_size else args.checkpoint,
+        "scorer": args.scorer,
+        "model": "Qwen2.5-VL-7B architecture, random bf16 weights" if args.full_size else checkpoint,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
         "resolution": args.resolution, "n": args.n, "repeats": args.repeats,
         "results": rows, "speedup_vs_first": {r["batch_size"]: round(r["images_per_s"] / base, 2) for r in rows},
