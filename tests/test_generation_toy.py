@@ -89,8 +89,8 @@ def test_a_saved_toy_loads_with_flux_pipeline_from_pretrained_and_renders_the_sa
 
 
 def tiny_training(out: Path, **kw) -> PretrainConfig:
-    return PretrainConfig(out=str(out), examples=64, vae_steps=4, vae_batch=4, steps=6, batch=4, warmup=2,
-                          checkpoint_every=2, probe_every=0, **kw)  # fmt: skip
+    defaults = dict(examples=64, vae_steps=4, vae_batch=4, steps=6, batch=4, warmup=2, checkpoint_every=2, probe_every=0)
+    return PretrainConfig(out=str(out), **{**defaults, **kw})
 
 
 def test_pretraining_writes_a_pipeline_folder_and_resumes_to_the_same_weights(tmp_path):
@@ -176,3 +176,44 @@ def test_the_shipped_toy_draws_named_objects_far_above_chance():
     found = [o["found"] for row in rows for o in row["objects"]]
     assert sum(found) / len(found) >= 0.6
     assert sum(row["objects_ok"] for row in rows) / len(rows) >= 0.2
+
+
+TINY_JSON = json.dumps({"vae_channels": [8, 16, 16], "latent_channels": 4, "double_layers": 1, "single_layers": 1,
+                        "heads": 2, "head_dim": 16, "text_dim": 32, "text_layers": 1, "pooled_dim": 32})  # fmt: skip
+
+
+def _pretrain(out: Path, processes: int) -> dict:
+    args = ["--out", str(out), "--examples", "64", "--vae_steps", "3", "--vae_batch", "4", "--steps", "3", "--batch", "4",
+            "--warmup", "1", "--probe_every", "0", "--threads", "1", "--model", TINY_JSON]  # fmt: skip
+    cmd = [sys.executable, "-m", "training.pretrain_toy", *args]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
+               "--num_processes", str(processes), "-m", "training.pretrain_toy", *args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pipe = FluxPipeline.from_pretrained(out)
+    return {f"{name}.{k}": v for name in ("vae", "transformer", "text_encoder_2")
+            for k, v in getattr(pipe, name).state_dict().items()}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_pretrain_like_one_on_the_same_global_batch(tmp_path):
+    # Each process trains on its half of the same global draws and gradients are averaged, so the
+    # autoencoder, the transformer and the text encoders end where one process ends.
+    one, two = _pretrain(tmp_path / "one", 1), _pretrain(tmp_path / "two", 2)
+    assert one.keys() == two.keys()
+    close = torch.cat([torch.isclose(one[k], two[k], rtol=1e-3, atol=1e-5).flatten() for k in one])
+    assert close.float().mean() > 0.995
+    summary = json.loads((tmp_path / "two" / "pretrain_summary.json").read_text())
+    assert summary["processes"] == 2 and not (tmp_path / "two" / "checkpoints").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
+    from accelerate import Accelerator
+
+    class TwoProcesses:  # what a 2-process Accelerator reports; only the count matters before training
+        num_processes, is_main_process, process_index, device = 2, True, 0, torch.device("cpu")
+
+    with pytest.raises(ValueError, match="batch 5 does not divide by 2 processes"):
+        ToyPretrainer(tiny_training(tmp_path, batch=5), TINY, accelerator=TwoProcesses())
+    assert ToyPretrainer(tiny_training(tmp_path), TINY, accelerator=Accelerator(cpu=True)).acc.num_processes == 1

@@ -6,6 +6,10 @@ have zero mean and unit variance (FLUX.1-dev ships 0.3611 / 0.1159 for the same 
 Stage 2 trains on (prompt, latent) pairs: x_s = (1 - s) x0 + s eps, target v = eps - x0, with s
 drawn logit-normal and shifted exactly as the sampler shifts its schedule at this resolution.
 An exponential moving average of the weights is what gets saved.
+
+Runs on one process or, under `accelerate launch`, on several: every process draws the same global
+batch (indices, noise levels and noise from one seeded generator) and trains on its slice, and the
+gradients are averaged, so N processes take the same steps as one up to float rounding.
 """
 
 from __future__ import annotations
@@ -65,21 +69,52 @@ def cosine(step: int, total: int, peak: float, warmup: int = 0, floor: float = 0
 class ToyPretrainer:
     """Stage 1 (autoencoder) then stage 2 (transformer + text encoders); resumable at any checkpoint."""
 
-    def __init__(self, config: PretrainConfig, model: ToyFluxConfig | None = None):
+    def __init__(self, config: PretrainConfig, model: ToyFluxConfig | None = None, accelerator=None):
+        from accelerate import Accelerator
+
         config.validate()
         self.config, self.model_config = config, model or config.toy_config()
         torch.set_num_threads(config.threads)
+        # cpu=True makes `accelerate launch` without GPUs join a gloo process group.
+        self.acc = accelerator or Accelerator(cpu=config.device == "cpu")
+        for name in ("batch", "vae_batch"):
+            if getattr(config, name) % self.acc.num_processes:
+                raise ValueError(f"{name} {getattr(config, name)} does not divide by {self.acc.num_processes} processes")
+        self.main = self.acc.is_main_process
         self.out = Path(config.out)
         self.ckpt = self.out / "checkpoints"
-        self.device = torch.device(config.device)
+        self.device = self.acc.device
         self.pipe = build_toy_pipeline(self.model_config, seed=config.seed, zero_init=True).to(self.device)
         self.gen = torch.Generator().manual_seed(config.seed)
         self._stop = False
         self.log_path = self.out / "pretrain_log.jsonl"
 
     def log(self, row: dict) -> None:
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.main:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _mine(self, x: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch."""
+        n = len(x) // self.acc.num_processes
+        return x[self.acc.process_index * n : (self.acc.process_index + 1) * n]
+
+    def _sync(self, params: list[torch.nn.Parameter], loss: torch.Tensor) -> float:
+        """Average gradients (and the loss) over processes in one all-reduce; the stop flag rides along,
+        so a SIGTERM seen by any process stops all of them at the same step. Returns the mean loss."""
+        if self.acc.num_processes == 1:
+            return loss.item()
+        flat = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                          for p in params] + [loss.detach().reshape(1), torch.tensor([float(self._stop)], device=loss.device)])  # fmt: skip
+        torch.distributed.all_reduce(flat)
+        flat /= self.acc.num_processes
+        i = 0
+        for p in params:
+            if p.grad is not None:
+                p.grad.copy_(flat[i : i + p.numel()].view_as(p))
+            i += p.numel()
+        self._stop = bool(flat[-1] > 0)
+        return flat[-2].item()
 
     # ---- stage 1: the autoencoder ----------------------------------------------------------------
 
@@ -90,11 +125,16 @@ class ToyPretrainer:
         if start >= c.vae_steps:
             return
         vae.train()
-        bar = tqdm(range(start, c.vae_steps), initial=start, total=c.vae_steps, desc="stage 1: autoencoder")
+        bar = tqdm(range(start, c.vae_steps), initial=start, total=c.vae_steps, desc="stage 1: autoencoder",
+                   disable=not self.main)  # fmt: skip
+        params = list(vae.parameters())
+        latent_shape = vae.encode(to_unit(images[:1]).to(self.device)).latent_dist.mean.shape[1:]
         for step in bar:
-            x = to_unit(images[torch.randint(len(images), (c.vae_batch,), generator=self.gen)]).to(self.device)
+            idx = torch.randint(len(images), (c.vae_batch,), generator=self.gen)
+            noise = torch.randn((c.vae_batch, *latent_shape), generator=self.gen)
+            x = to_unit(images[self._mine(idx)]).to(self.device)
             post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=self.gen).to(self.device)
+            z = post.mean + post.std * self._mine(noise).to(self.device)
             rec = vae.decode(z).sample
             mse = F.mse_loss(rec, x)
             kl = post.kl().mean() / z[0].numel()
@@ -103,7 +143,8 @@ class ToyPretrainer:
                 g["lr"] = cosine(step, c.vae_steps, c.vae_lr, warmup=50)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            self._sync(params, mse)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             bar.set_postfix(mse=f"{mse.item():.4f}")
             if (step + 1) % 50 == 0:
@@ -157,16 +198,19 @@ class ToyPretrainer:
         tokens = (h // 2) * (w // 2)
         img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, torch.float32)
         text_ids = torch.zeros(t5_ids.shape[1], 3, device=self.device)
-        bar = tqdm(range(start, c.steps), initial=start, total=c.steps, desc="stage 2: transformer")
+        bar = tqdm(range(start, c.steps), initial=start, total=c.steps, desc="stage 2: transformer",
+                   disable=not self.main)  # fmt: skip
+        local = c.batch // self.acc.num_processes
         for step in bar:
-            idx = torch.randint(len(latents), (c.batch,), generator=self.gen)
-            x0 = pipe._pack_latents(latents[idx], c.batch, ch, h, w).to(self.device)
+            # The global batch's draws, in the same order whatever the process count; this process's slice.
+            idx = self._mine(torch.randint(len(latents), (c.batch,), generator=self.gen))
+            s = self._mine(self.sample_sigmas(c.batch, tokens)).to(self.device)
+            eps = self._mine(torch.randn((c.batch, tokens, 4 * ch), generator=self.gen)).to(self.device)
+            guidance = self._mine(1.0 + 4.0 * torch.rand(c.batch, generator=self.gen)).to(self.device)
+            x0 = pipe._pack_latents(latents[idx], local, ch, h, w).to(self.device)
             pooled = pipe.text_encoder(clip_ids[idx].to(self.device)).pooler_output
             embeds = pipe.text_encoder_2(t5_ids[idx].to(self.device))[0]
-            s = self.sample_sigmas(c.batch, tokens).to(self.device)
-            eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
             xs = (1 - s[:, None, None]) * x0 + s[:, None, None] * eps
-            guidance = (1.0 + 4.0 * torch.rand(c.batch, generator=self.gen)).to(self.device)
             pred = pipe.transformer(hidden_states=xs, timestep=s, guidance=guidance, pooled_projections=pooled,
                                     encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=img_ids,
                                     return_dict=False)[0]  # fmt: skip
@@ -176,13 +220,14 @@ class ToyPretrainer:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            mean_loss = self._sync(params, loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             self._ema_update(ema, modules, step)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
             if (step + 1) % 50 == 0:
-                self.log({"stage": "transformer", "step": step + 1, "loss": loss.item(), "lr": lr})
-            if c.probe_every and (step + 1) % c.probe_every == 0:
+                self.log({"stage": "transformer", "step": step + 1, "loss": mean_loss, "lr": lr})
+            if c.probe_every and self.main and (step + 1) % c.probe_every == 0:
                 self.log({"stage": "probe", "step": step + 1, **self.probe(ema)})
                 for m in modules:
                     m.train()
@@ -251,11 +296,13 @@ class ToyPretrainer:
 
     def run(self) -> Path:
         c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.ckpt.mkdir(exist_ok=True)
-        if not c.resume:
-            for p in self.ckpt.glob("*.pt"):
-                p.unlink()
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.ckpt.mkdir(exist_ok=True)
+            if not c.resume:
+                for p in self.ckpt.glob("*.pt"):
+                    p.unlink()
+        self.acc.wait_for_everyone()
         previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         try:
             t0 = time.perf_counter()
@@ -267,17 +314,20 @@ class ToyPretrainer:
                 self.train_vae(images)
             t1 = time.perf_counter()
             latents = self.encode_all(images)
-            if c.probe_every:
+            if c.probe_every and self.main:
                 self.log({"stage": "vae_probe", **self.probe_vae(world)})
             self.train_transformer(latents, prompts)
             t2 = time.perf_counter()
         finally:
             signal.signal(signal.SIGTERM, previous)
+        if not self.main:
+            return self.out
         self.pipe.to("cpu").save_pretrained(self.out)
         final = self.probe() if c.probe_every else {}
         summary = {"config": asdict(c), "model": asdict(self.model_config), "final_probe": final,
                    "seconds_this_session": {"data_and_vae": round(t1 - t0, 1), "transformer": round(t2 - t1, 1),
-                                            "total": round(t2 - t0, 1)}}  # fmt: skip
+                                            "total": round(t2 - t0, 1)},
+                   "processes": self.acc.num_processes}  # fmt: skip
         (self.out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for p in self.ckpt.glob("*.pt"):
             p.unlink()  # the finished pipeline replaces the resumable state
@@ -285,6 +335,8 @@ class ToyPretrainer:
         return self.out
 
     def _save(self, name: str, modules, opt, step: int, ema=None) -> None:
+        if not self.main:
+            return
         state = {"models": [m.state_dict() for m in modules], "opt": opt.state_dict(), "step": step,
                  "ema": [e.state_dict() for e in ema] if ema else None, "gen": self.gen.get_state(),
                  "vae_config": dict(self.pipe.vae.config)}  # fmt: skip
