@@ -1,6 +1,9 @@
 """Train the toy FLUX from scratch on SpatialWorld (autoencoder, then transformer); resumable.
 
     python -m training.pretrain_toy --out assets/toy/flux
+    # data-parallel, same steps as one process (each trains its half of every global batch):
+    OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
+        -m training.pretrain_toy --out runs/toy-flux --threads 1
 """
 
 import os
