@@ -181,7 +181,7 @@ class PretrainConfig:
     resume: bool = True
     """Continue from `out/checkpoints` when present."""
     threads: int = 2
-    """Torch CPU threads."""
+    """Torch CPU threads per process (1 under `accelerate launch` with one process per core)."""
     device: str = "cpu"
     """`cpu` or `cuda`. The shipped checkpoint is trained on the CPU."""
 

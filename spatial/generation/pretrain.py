@@ -128,7 +128,8 @@ class ToyPretrainer:
         bar = tqdm(range(start, c.vae_steps), initial=start, total=c.vae_steps, desc="stage 1: autoencoder",
                    disable=not self.main)  # fmt: skip
         params = list(vae.parameters())
-        latent_shape = vae.encode(to_unit(images[:1]).to(self.device)).latent_dist.mean.shape[1:]
+        with torch.no_grad():
+            latent_shape = vae.encode(to_unit(images[:1]).to(self.device)).latent_dist.mean.shape[1:]
         for step in bar:
             idx = torch.randint(len(images), (c.vae_batch,), generator=self.gen)
             noise = torch.randn((c.vae_batch, *latent_shape), generator=self.gen)
