@@ -23,6 +23,10 @@ import numpy as np
 DIRECTION = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
 
 
+def centre(box) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
 def relation_stats(rows: list[dict]) -> dict:
     offsets, holds = defaultdict(list), defaultdict(list)
     for row in rows:
@@ -31,7 +35,6 @@ def relation_stats(rows: list[dict]) -> dict:
             a, b = boxes[rel["subject"]], boxes[rel["object"]]
             if a is None or b is None:
                 continue
-            centre = lambda box: np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])  # noqa: E731
             offsets[rel["relation"]].append(float((centre(a) - centre(b)) @ np.array(DIRECTION[rel["relation"]])))
             holds[rel["relation"]].append(rel["verdict"] == "true")
     every = [h for v in holds.values() for h in v]

@@ -106,8 +106,7 @@ class ToyPretrainer:
             return loss.item()
         flat = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
                           for p in params] + [loss.detach().reshape(1), torch.tensor([float(self._stop)], device=loss.device)])  # fmt: skip
-        torch.distributed.all_reduce(flat)
-        flat /= self.acc.num_processes
+        flat = self.acc.reduce(flat, reduction="mean")
         i = 0
         for p in params:
             if p.grad is not None:
@@ -128,13 +127,11 @@ class ToyPretrainer:
         bar = tqdm(range(start, c.vae_steps), initial=start, total=c.vae_steps, desc="stage 1: autoencoder",
                    disable=not self.main)  # fmt: skip
         params = list(vae.parameters())
-        with torch.no_grad():
-            latent_shape = vae.encode(to_unit(images[:1]).to(self.device)).latent_dist.mean.shape[1:]
         for step in bar:
             idx = torch.randint(len(images), (c.vae_batch,), generator=self.gen)
-            noise = torch.randn((c.vae_batch, *latent_shape), generator=self.gen)
             x = to_unit(images[self._mine(idx)]).to(self.device)
             post = vae.encode(x).latent_dist
+            noise = torch.randn((c.vae_batch, *post.mean.shape[1:]), generator=self.gen)  # the global batch's
             z = post.mean + post.std * self._mine(noise).to(self.device)
             rec = vae.decode(z).sample
             mse = F.mse_loss(rec, x)
@@ -144,12 +141,12 @@ class ToyPretrainer:
                 g["lr"] = cosine(step, c.vae_steps, c.vae_lr, warmup=50)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            self._sync(params, mse)
+            mean_mse = self._sync(params, mse)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            bar.set_postfix(mse=f"{mse.item():.4f}")
+            bar.set_postfix(mse=f"{mean_mse:.4f}")
             if (step + 1) % 50 == 0:
-                self.log({"stage": "vae", "step": step + 1, "mse": mse.item(), "kl": kl.item()})
+                self.log({"stage": "vae", "step": step + 1, "mse": mean_mse, "kl": kl.item()})
             if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.vae_steps or self._stop:
                 self._save("vae", [vae], opt, step + 1)
             if self._stop:
