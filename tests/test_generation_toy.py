@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from spatial.generation import GenerationConfig, GenerationService, build_tokenizer, build_toy_pipeline, sampling
 from spatial.generation.config import TOY_BASE
-from spatial.generation.pretrain import PretrainConfig, ToyPretrainer
+from spatial.generation.pretrain import PretrainConfig, TextAttentionRecorder, ToyPretrainer, attention_loss, layout_targets
 from spatial.generation.toy import TINY, ToyFluxConfig
 from spatial.world import COLOURS, SHAPES, sample_prompts, words
 
@@ -127,6 +127,59 @@ def test_training_noise_levels_follow_the_configured_shift(tmp_path):
     assert torch.allclose(draws(0.0), math.exp(mu) / (math.exp(mu) + (1 / s - 1)), atol=1e-6)
     assert torch.allclose(draws(1.0), s, atol=1e-6)  # no shift: plain logit-normal
     assert draws(3.0).median() > 0.7 > draws(1.0).median()  # weight moves towards noise, where layout is set
+
+
+def test_layout_targets_mark_each_object_token_with_where_that_object_sits():
+    tok = build_tokenizer(16, object_tokens=True)
+    ids = tok(["a red circle left of a blue square"], padding="max_length", max_length=16, return_tensors="pt").input_ids
+    boxes = [{"red circle": (0.0, 0.25, 0.25, 0.5), "blue square": (0.5, 0.5, 0.75, 0.75)}]
+    centre, cover, mask = layout_targets(ids, boxes, tok, grid=4)
+    read = tok.convert_ids_to_tokens(ids[0])
+    red, blue = read.index("red circle"), read.index("blue square")
+    assert mask[0].tolist() == [i in (red, blue) for i in range(16)]
+    assert centre[0, red].tolist() == [-0.75, -0.25] and centre[0, blue].tolist() == [0.25, 0.25]  # in [-1, 1]
+    # image tokens row-major, as FluxPipeline packs them: the red circle covers row 1, column 0 of 4 x 4
+    assert cover[0, red].view(4, 4).nonzero().tolist() == [[1, 0]]
+    assert cover[0, blue].view(4, 4).nonzero().tolist() == [[2, 2]]
+    assert not centre[0][~mask[0]].any() and not cover[0][~mask[0]].any()
+
+
+def test_attention_loss_is_the_share_of_an_object_tokens_attention_outside_its_object():
+    cover = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]])  # one text token whose object covers image tokens 0 and 1
+    inside = torch.tensor([[[0.5], [0.3], [0.0], [0.0]]])  # B x image tokens x text tokens
+    spread = torch.tensor([[[0.2], [0.2], [0.2], [0.2]]])
+    assert attention_loss(inside, cover).item() == pytest.approx(0.0)
+    assert attention_loss(spread, cover).item() == pytest.approx(0.5)
+
+
+def test_the_attention_recorder_changes_nothing_the_transformer_computes():
+    pipe = build_toy_pipeline(TINY, seed=3)
+    before = sampling.generate_images(pipe, ["a blue circle above a red square"], [0], 3, 3.5, 32)[0]
+    recorders = [TextAttentionRecorder() for _ in pipe.transformer.transformer_blocks]
+    for block, r in zip(pipe.transformer.transformer_blocks, recorders):
+        block.attn.set_processor(r)
+        r.active = True
+    after = sampling.generate_images(pipe, ["a blue circle above a red square"], [0], 3, 3.5, 32)[0]
+    assert np.array_equal(np.asarray(before), np.asarray(after))
+    # B x heads x image tokens (TINY packs 32 px into 4 x 4) x text tokens; rows of a softmax over all keys
+    maps = recorders[0].maps
+    assert maps.shape == (1, TINY.heads, 16, TINY.t5_max_length) and (maps.sum(-1) < 1).all()
+
+
+@pytest.mark.parametrize("extra", ["layout_weight", "attention_weight"])
+def test_auxiliary_losses_change_what_is_learned_and_save_no_extra_weights(tmp_path, extra):
+    plain = ToyPretrainer(tiny_training(tmp_path / "plain", steps=50), TINY).run()
+    aux = ToyPretrainer(tiny_training(tmp_path / "aux", steps=50, vae_from=str(plain), **{extra: 1.0}), TINY).run()
+    row = [json.loads(line) for line in (aux / "pretrain_log.jsonl").read_text().splitlines()][-1]
+    assert row["step"] == 50 and 0 <= row[extra.replace("weight", "loss")] < 2
+    # same seed and draws: the only difference is the auxiliary gradient
+    a, b = FluxPipeline.from_pretrained(plain), FluxPipeline.from_pretrained(aux)
+    sa, sb = a.text_encoder_2.state_dict(), b.text_encoder_2.state_dict()
+    assert sa.keys() == sb.keys() and not all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the readout and the recorders are training-only: the saved folder is the same FluxPipeline layout
+    assert sorted(p.name for p in plain.iterdir()) == sorted(p.name for p in aux.iterdir())
+    with pytest.raises(ValueError, match=extra):
+        PretrainConfig(**{extra: -1}).validate()
 
 
 def test_a_pilot_reuses_a_saved_autoencoder_and_changes_the_model_from_the_command_line(tmp_path):

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from spatial.world import KINDS, perturb, render, sample_example, sample_pair, spec_holds
-from spatial.world.sampler import WorldConfig, scene_for, separated
-from spatial.world.scene import CLEAR, CLEARLY_NOT, direction_cosine
+from dataclasses import replace
+
+from spatial.world.sampler import WorldConfig, canonical_layout, scene_for, separated
+from spatial.world.scene import CLEAR, CLEARLY_NOT, SceneObject, direction_cosine
 from spatial.world.grammar import parse_prompt
 
 import random
@@ -42,6 +44,28 @@ def test_snapped_scenes_put_every_box_edge_on_the_grid_and_still_hold_their_rela
         for o in ex.scene.objects:
             assert all(abs(v * 8 - round(v * 8)) < 1e-9 for v in o.box), o.box
             assert all(0.0 <= v <= 1.0 for v in o.box)
+
+
+def test_canonical_layouts_are_a_function_of_the_prompt_and_keep_every_relation():
+    canonical = replace(GRID, canonical=True)
+    moved = 0
+    for seed in range(200):
+        drawn, ex = sample_example(seed, GRID), sample_example(seed, canonical)
+        assert ex.prompt == drawn.prompt and all(spec_holds(ex.spec, ex.scene, CLEAR))
+        objs = ex.scene.objects
+        assert all(separated(a, b, GRID.gap) for i, a in enumerate(objs) for b in objs[i + 1 :])
+        moved += ex.scene != drawn.scene
+    assert moved > 150  # most scenes take the canonical layout; the rest keep their drawn one
+
+
+def test_a_canonical_layout_spreads_related_objects_and_lines_them_up():
+    spec = parse_prompt("a red circle left of a blue square, and the blue square above a green triangle")
+    placed = [SceneObject(c, s, 0.5, 0.5, 0.25) for c, s in spec.objects]
+    red, blue, green = canonical_layout(spec, placed, replace(GRID, snap=0))
+    assert (red.x, blue.x) == (0.125, 0.875) and red.y == blue.y  # side by side, as far apart as fits
+    assert (blue.y, green.y) == (0.125, 0.875) and green.x == blue.x  # one above the other
+    contradiction = parse_prompt("a red circle left of a blue square, and the blue square left of the red circle")
+    assert canonical_layout(contradiction, placed[:2], GRID) is None
 
 
 def test_rendering_knobs_leave_the_default_prompts_unchanged():

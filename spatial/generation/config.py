@@ -170,6 +170,19 @@ class PretrainConfig:
     (0: the sampler's own shift for the image's token count, 1.6 at 64 tokens). Layout, colour and shape
     are decided at high noise; shift 3 (SD3's) beat 1.6 there: 85% vs 78% of named colours present and
     26% vs 23% of named objects found after 1,000 steps (docs/TRAINING.md)."""
+    canonical: bool = False
+    """Train on one layout per prompt, the one its relations pick out (SpatialWorld's
+    `WorldConfig.canonical`), instead of a random layout that satisfies it."""
+    layout_weight: float = 0.0
+    """Weight of an auxiliary loss that asks a linear readout of the T5 output at each object token for
+    where that object sits in the render (dropped after training). FLUX gives text tokens no position,
+    so the transformer reads the prompt as a set: unless T5 itself writes word order into each token,
+    "A left of B" and "B left of A" look the same to it (0: off)."""
+    attention_weight: float = 0.0
+    """Weight of TokenCompose's token loss on the double-stream blocks' attention: each object token
+    should be attended by the image tokens its object covers in the render (0: off). A direct signal
+    for where each named object goes, which the text encoder can only serve by telling subject from
+    object."""
     ema_decay: float = 0.998
     """Decay of the weight average that is saved (0 saves the raw weights)."""
     checkpoint_every: int = 500
@@ -210,6 +223,9 @@ class PretrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.sigma_shift < 0:
             raise ValueError(f"sigma_shift must be 0 (the sampler's) or positive, got {self.sigma_shift}")
+        if self.layout_weight < 0 or self.attention_weight < 0:
+            raise ValueError(f"layout_weight and attention_weight must be 0 (off) or positive, got "
+                             f"{self.layout_weight}, {self.attention_weight}")  # fmt: skip
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
         if self.vae_from and not (Path(self.vae_from) / "vae" / "config.json").is_file():

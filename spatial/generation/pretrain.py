@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from tqdm.auto import tqdm
 
@@ -38,15 +40,71 @@ from .toy import CLIP_MAX_LENGTH, ToyFluxConfig, build_toy_pipeline, eval_all
 PROBE_SEED = 8001  # probe prompts; evaluation uses 9001, training data `data_seed`
 
 
-def render_dataset(n: int, data_seed: int, size: int, world: WorldConfig) -> tuple[torch.Tensor, list[str]]:
-    """n renders (uint8, N x 3 x size x size) and their prompts."""
+def render_dataset(n: int, data_seed: int, size: int, world: WorldConfig) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """n renders (uint8, N x 3 x size x size), their prompts, and where each named object sits
+    ("<colour> <shape>" -> its box, x0 y0 x1 y1 in [0, 1])."""
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    prompts = []
+    prompts, boxes = [], []
     for i in tqdm(range(n), desc="render", mininterval=5):
         ex = sample_example(example_seed(data_seed, i), world)
         images[i] = np.asarray(render(ex.scene, size))
         prompts.append(ex.prompt)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), prompts
+        boxes.append({o.name: o.box for o in ex.scene.objects if o.named})
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), prompts, boxes
+
+
+def layout_targets(t5_ids: torch.Tensor, boxes: list[dict], tokenizer, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every T5 position holding an object token: that object's centre in the render, as offsets
+    from the image centre in [-1, 1] (N x L x 2), and which of the grid x grid image tokens (row-major,
+    as FluxPipeline packs latents) have their centre inside its box (N x L x grid^2); and a mask of the
+    object positions (N x L)."""
+    centre = torch.zeros(*t5_ids.shape, 2)
+    cover = torch.zeros(*t5_ids.shape, grid * grid)
+    mask = torch.zeros(t5_ids.shape, dtype=torch.bool)
+    cells = (torch.arange(grid) + 0.5) / grid
+    cy, cx = torch.meshgrid(cells, cells, indexing="ij")
+    for n, row in enumerate(boxes):
+        ids = dict(zip(tokenizer.convert_tokens_to_ids(list(row)), row.values()))
+        for l, tok in enumerate(t5_ids[n].tolist()):
+            if tok in ids:
+                x0, y0, x1, y1 = ids[tok]
+                centre[n, l] = torch.tensor([x0 + x1 - 1, y0 + y1 - 1])  # 2 * centre - 1
+                cover[n, l] = ((cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)).flatten().float()
+                mask[n, l] = True
+    return centre, cover, mask
+
+
+class TextAttentionRecorder(FluxAttnProcessor):
+    """FLUX's joint attention, unchanged, that also keeps (while `active`) how much each image token
+    attends to each text token: B x heads x image tokens x text tokens, softmax over every key, with
+    the gradient. Training-only, for `PretrainConfig.attention_weight`; processors are not saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.active, self.maps = False, None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        if self.active and encoder_hidden_states is not None:
+            q, k, _, eq, ek, _ = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+            split = lambda t: t.unflatten(-1, (-1, attn.head_dim))  # noqa: E731
+            query = torch.cat([attn.norm_added_q(split(eq)), attn.norm_q(split(q))], dim=1)
+            key = torch.cat([attn.norm_added_k(split(ek)), attn.norm_k(split(k))], dim=1)
+            if image_rotary_emb is not None:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+            text = encoder_hidden_states.shape[1]
+            logits = torch.einsum("bnhd,bmhd->bhnm", query[:, text:], key) / attn.head_dim**0.5
+            self.maps = logits.softmax(-1)[..., :text]
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+
+def attention_loss(maps: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    """TokenCompose's token loss (Wang et al., CVPR 2024): of the attention an object token receives from
+    image tokens (maps: B x N x L, averaged over heads), the share that falls outside its object, per
+    object token (cover: B x L x N)."""
+    received = maps.transpose(1, 2)
+    inside = (received * cover).sum(-1) / received.sum(-1).clamp_min(1e-8)
+    return 1 - inside
 
 
 def training_world(c: PretrainConfig) -> WorldConfig:
@@ -54,7 +112,8 @@ def training_world(c: PretrainConfig) -> WorldConfig:
     return WorldConfig(min_size=c.min_size, max_size=c.max_size, snap=c.snap,
                        border=0.0 if c.snap else WorldConfig().border,
                        background=(c.background,) * 3 if c.background else None,
-                       distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0)  # fmt: skip
+                       distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0,
+                       canonical=c.canonical)  # fmt: skip
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -177,11 +236,28 @@ class ToyPretrainer:
         return shift * s / (1 + (shift - 1) * s)
 
     def _modules(self) -> list[torch.nn.Module]:
+        """What the pipeline saves (EMA, probes and `_use` work on these; the layout head rides along
+        in the optimiser and the resumable checkpoint only)."""
         return [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
 
-    def train_transformer(self, latents: torch.Tensor, prompts: list[str]) -> None:
+    def train_transformer(self, latents: torch.Tensor, prompts: list[str], boxes: list[dict] | None = None) -> None:
         c, pipe = self.config, self.pipe
-        modules = self._modules()
+        clip_ids, t5_ids = self._tokenize(prompts)
+        _, ch, h, w = latents.shape
+        # Training-only extras (neither is saved with the pipeline): a readout of layout from the T5
+        # output, and attention maps of the double-stream blocks; see PretrainConfig.layout_weight and
+        # attention_weight for why the prompt's word order needs them.
+        layout_head = torch.nn.Linear(self.model_config.text_dim, 2).to(self.device) if c.layout_weight else None
+        recorders = []
+        if c.layout_weight or c.attention_weight:
+            if not self.model_config.object_tokens or boxes is None:
+                raise ValueError("layout_weight and attention_weight need object tokens and the renders' boxes")
+            layout_centre, layout_cover, layout_mask = layout_targets(t5_ids, boxes, pipe.tokenizer_2, h // 2)
+        if c.attention_weight:
+            for block in pipe.transformer.transformer_blocks:
+                block.attn.set_processor(TextAttentionRecorder())
+                recorders.append(block.attn.processor)
+        modules = self._modules() + ([layout_head] if layout_head is not None else [])
         params = [p for m in modules for p in m.parameters()]
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.01, betas=(0.9, 0.99))
         ema = [copy.deepcopy(m).requires_grad_(False) for m in modules]
@@ -189,10 +265,8 @@ class ToyPretrainer:
         if start >= c.steps:
             self._use(ema)
             return
-        clip_ids, t5_ids = self._tokenize(prompts)
         for m in modules:
             m.train()
-        _, ch, h, w = latents.shape
         tokens = (h // 2) * (w // 2)
         img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, torch.float32)
         text_ids = torch.zeros(t5_ids.shape[1], 3, device=self.device)
@@ -209,22 +283,38 @@ class ToyPretrainer:
             pooled = pipe.text_encoder(clip_ids[idx].to(self.device)).pooler_output
             embeds = pipe.text_encoder_2(t5_ids[idx].to(self.device))[0]
             xs = (1 - s[:, None, None]) * x0 + s[:, None, None] * eps
+            for r in recorders:
+                r.active = True
             pred = pipe.transformer(hidden_states=xs, timestep=s, guidance=guidance, pooled_projections=pooled,
                                     encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=img_ids,
                                     return_dict=False)[0]  # fmt: skip
-            loss = F.mse_loss(pred, eps - x0)
+            loss = flow_loss = F.mse_loss(pred, eps - x0)
+            extras = {}
+            if c.layout_weight or c.attention_weight:
+                where = layout_mask[idx].to(self.device)
+            if layout_head is not None:
+                extras["layout_loss"] = F.mse_loss(layout_head(embeds)[where], layout_centre[idx].to(self.device)[where])
+                loss = loss + c.layout_weight * extras["layout_loss"]
+            if recorders:
+                maps = torch.stack([r.maps.mean(1) for r in recorders]).mean(0)
+                extras["attention_loss"] = attention_loss(maps, layout_cover[idx].to(self.device))[where].mean()
+                loss = loss + c.attention_weight * extras["attention_loss"]
+                for r in recorders:
+                    r.active, r.maps = False, None
             lr = cosine(step, c.steps, c.lr, c.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            mean_loss = self._sync(params, loss)
+            mean_loss = self._sync(params, flow_loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             self._ema_update(ema, modules, step)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             if (step + 1) % 50 == 0:
-                self.log({"stage": "transformer", "step": step + 1, "loss": mean_loss, "lr": lr})
+                # the auxiliary losses are this process's, for the log only
+                self.log({"stage": "transformer", "step": step + 1, "loss": mean_loss, "lr": lr,
+                          **{k: v.item() for k, v in extras.items()}})  # fmt: skip
             if c.probe_every and self.main and (step + 1) % c.probe_every == 0:
                 self.log({"stage": "probe", "step": step + 1, **self.probe(ema)})
                 for m in modules:
@@ -233,6 +323,8 @@ class ToyPretrainer:
                 self._save("transformer", modules, opt, step + 1, ema)
             if self._stop:
                 raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
+        for block in pipe.transformer.transformer_blocks if recorders else ():
+            block.attn.set_processor(FluxAttnProcessor())
         self._use(ema)
 
     def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,9 +367,12 @@ class ToyPretrainer:
             for m, sd in zip(modules, saved):
                 m.load_state_dict(sd)
         n, named = len(verdicts), [o["found"] for v in verdicts for o in v.objects]
+        judged = [r["verdict"] == "true" for v in verdicts for r in v.relations if r["verdict"] != "unknown"]
         return {"object_accuracy": sum(all(o["found"] for o in v.objects) for v in verdicts) / n,
                 "spatial_accuracy": sum(v.satisfied for v in verdicts) / n,
-                "objects_found": sum(named) / len(named)}  # fmt: skip
+                "objects_found": sum(named) / len(named),
+                # about 1/3 for a model that places objects without reading the relation words
+                "relations_hold_given_found": sum(judged) / len(judged) if judged else None}  # fmt: skip
 
     @torch.no_grad()
     def probe_vae(self, world: WorldConfig = WorldConfig(), n: int = 100) -> dict:
@@ -305,7 +400,7 @@ class ToyPretrainer:
         try:
             t0 = time.perf_counter()
             world = training_world(c)
-            images, prompts = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
+            images, prompts, boxes = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
             if c.vae_from:
                 self.pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(Path(c.vae_from) / "vae").state_dict())
             else:
@@ -314,7 +409,7 @@ class ToyPretrainer:
             latents = self.encode_all(images)
             if c.probe_every and self.main:
                 self.log({"stage": "vae_probe", **self.probe_vae(world)})
-            self.train_transformer(latents, prompts)
+            self.train_transformer(latents, prompts, boxes)
             t2 = time.perf_counter()
         finally:
             signal.signal(signal.SIGTERM, previous)

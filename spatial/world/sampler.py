@@ -41,6 +41,11 @@ class WorldConfig:
     the toy FLUX's 4 px token grid), so the same shape always covers the same tokens the same way."""
     background: tuple[int, int, int] | None = None
     """One background tint for every scene instead of a random light one."""
+    canonical: bool = False
+    """Move the named objects to the one layout the prompt's relations pick out (`canonical_layout`):
+    a function of the prompt instead of one draw among many, for training data whose images the
+    relation words decide. The prompt is the same either way; scenes where that layout fails keep
+    their drawn one."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,57 @@ def _spanning_relations(rng, n: int, clear: dict, max_rel: int) -> list[tuple[in
     return edges
 
 
+def _ranks(n: int, edges: list[tuple[int, int]]) -> list[int | None]:
+    """Longest-path depth of each object in a DAG of (before, after) edges; None for objects on no edge."""
+    depth: list[int | None] = [None] * n
+    touched = {i for e in edges for i in e}
+    for i in touched:
+        depth[i] = 0
+    for _ in range(n):  # relaxation; n rounds settle any DAG over n nodes
+        for a, b in edges:
+            depth[b] = max(depth[b], depth[a] + 1)
+    return depth
+
+
+def _levels(depth: list[int | None], lo: float, hi: float) -> list[float | None]:
+    top = max((d for d in depth if d is not None), default=0)
+    return [None if d is None else (lo + hi) / 2 if top == 0 else lo + (hi - lo) * d / top for d in depth]
+
+
+def _align(pos: list[float | None], partners: list[tuple[int, int]], middle: float) -> list[float]:
+    """An object no relation places on this axis lines up with the objects it is related to along
+    the other axis (so "A left of B" puts them side by side), else sits at the middle."""
+    out = list(pos)
+    for i, p in enumerate(pos):
+        if p is None:
+            near = [pos[j] for a, b in partners for j in ((b,) if a == i else (a,) if b == i else ()) if pos[j] is not None]
+            out[i] = sum(near) / len(near) if near else middle
+    return out
+
+
+def canonical_layout(spec: PromptSpec, objects: list[SceneObject], cfg: WorldConfig) -> list[SceneObject] | None:
+    """The named objects moved to the layout their relations decide: along x, objects ordered by
+    their left/right relations (longest chain) and spread evenly across the image; likewise along y;
+    an object no relation places on an axis sits at its middle. None when that layout breaks a
+    relation or makes two objects touch (the caller keeps its drawn layout)."""
+    xs = [(r.subject, r.object) if r.predicate == "left of" else (r.object, r.subject)
+          for r in spec.relations if r.predicate in ("left of", "right of")]  # fmt: skip
+    ys = [(r.subject, r.object) if r.predicate == "above" else (r.object, r.subject)
+          for r in spec.relations if r.predicate in ("above", "below")]  # fmt: skip
+    size = max(o.size for o in objects)
+    lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
+    px, py = _levels(_ranks(len(objects), xs), lo, hi), _levels(_ranks(len(objects), ys), lo, hi)
+    px, py = _align(px, ys, (lo + hi) / 2), _align(py, xs, (lo + hi) / 2)
+    moved = [SceneObject(o.colour, o.shape, x, y, o.size, o.named) for o, x, y in zip(objects, px, py)]
+    if cfg.snap:
+        moved = [SceneObject(o.colour, o.shape, _snap(o.x, o.size / 2, cfg.snap, cfg.border),
+                             _snap(o.y, o.size / 2 * (RECTANGLE_ASPECT if o.shape == "rectangle" else 1.0), cfg.snap, cfg.border),
+                             o.size, o.named) for o in moved]  # fmt: skip
+    apart = all(separated(a, b, cfg.gap) for i, a in enumerate(moved) for b in moved[i + 1 :])
+    holds = all(direction_cosine(moved[r.subject].box, moved[r.object].box, r.predicate) >= CLEAR for r in spec.relations)
+    return moved if apart and holds else None
+
+
 def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
     """A deterministic (prompt, spec, scene) for a seed."""
     rng = random.Random(f"spatialworld:{seed}")
@@ -169,6 +225,8 @@ def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
             relations=tuple(Relation(remap[i], p, remap[j]) for i, p, j in relations),
         )
         tint = background(rng)  # drawn even when fixed, so the rng stream (and the prompt) stays the same
+        if cfg.canonical:
+            named = canonical_layout(spec, named, cfg) or named
         scene = Scene(tuple(add_distractors(rng, named, cfg)), tuple(cfg.background) if cfg.background else tint, seed)
         return Example(format_prompt(spec, rng), spec, scene)
 
