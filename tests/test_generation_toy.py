@@ -69,6 +69,23 @@ def test_object_tokens_start_between_their_colour_and_their_shape():
         assert torch.allclose(table[obj], (table[colour] + table[shape]) / 2**0.5)
 
 
+def test_position_heads_start_on_the_neighbouring_words_so_roles_differ():
+    pipe = build_toy_pipeline(replace(TINY, text_layers=2, t5_position_heads=2), zero_init=True)
+    t5, tok = pipe.text_encoder_2, pipe.tokenizer_2
+    t5.config._attn_implementation = "eager"  # sdpa returns no attention weights
+    ids = tok(["a red circle left of a blue square", "a blue square left of a red circle"], padding="max_length",
+              max_length=16, return_tensors="pt").input_ids  # fmt: skip
+    out = t5(ids, output_attentions=True)
+    for layer in out.attentions:  # token 2 ("blue square"): head 0 looks back, head 1 forward, in every layer
+        assert layer[0, :2, 2].argmax(-1).tolist() == [1, 3] and (layer[0, :2, 2].max(-1).values > 0.9).all()
+    first, second = tok.convert_ids_to_tokens(ids[0]), tok.convert_ids_to_tokens(ids[1])
+    h = out.last_hidden_state
+    role = torch.nn.functional.cosine_similarity(h[0, first.index("red circle")], h[1, second.index("red circle")], dim=0)
+    assert role < 0.95  # subject and object no longer encode alike
+    plain = build_toy_pipeline(TINY, zero_init=True).text_encoder_2  # off by default
+    assert plain.encoder.block[0].layer[0].SelfAttention.q.weight.abs().sum(-1).min() > 0
+
+
 def test_the_toy_is_built_from_flux_classes_in_eval_mode():
     pipe = build_toy_pipeline(TINY)
     assert isinstance(pipe.transformer, FluxTransformer2DModel) and pipe.transformer.config.guidance_embeds

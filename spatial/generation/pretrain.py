@@ -99,9 +99,10 @@ class TextAttentionRecorder(FluxAttnProcessor):
 
 
 def attention_loss(maps: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
-    """TokenCompose's token loss (Wang et al., CVPR 2024): of the attention an object token receives from
-    image tokens (maps: B x N x L, averaged over heads), the share that falls outside its object, per
-    object token (cover: B x L x N)."""
+    """The idea of TokenCompose's token loss (Wang et al., CVPR 2024; github.com/mlpc-ucsd/TokenCompose)
+    on FLUX's joint attention: of the attention an object token receives from image tokens (maps:
+    B x N x L, averaged over heads), the share that falls outside its object, per object token
+    (cover: B x L x N)."""
     received = maps.transpose(1, 2)
     inside = (received * cover).sum(-1) / received.sum(-1).clamp_min(1e-8)
     return 1 - inside
