@@ -82,8 +82,10 @@ def test_position_heads_start_on_the_neighbouring_words_so_roles_differ():
     h = out.last_hidden_state
     role = torch.nn.functional.cosine_similarity(h[0, first.index("red circle")], h[1, second.index("red circle")], dim=0)
     assert role < 0.95  # subject and object no longer encode alike
-    plain = build_toy_pipeline(TINY, zero_init=True).text_encoder_2  # off by default
+    plain = build_toy_pipeline(replace(TINY, t5_position_heads=0), zero_init=True).text_encoder_2
     assert plain.encoder.block[0].layer[0].SelfAttention.q.weight.abs().sum(-1).min() > 0
+    loaded = build_toy_pipeline(TINY).text_encoder_2  # only a from-scratch start is changed
+    assert loaded.encoder.block[0].layer[0].SelfAttention.q.weight.abs().sum(-1).min() > 0
 
 
 def test_the_toy_is_built_from_flux_classes_in_eval_mode():
@@ -185,8 +187,9 @@ def test_the_attention_recorder_changes_nothing_the_transformer_computes():
 
 @pytest.mark.parametrize("extra", ["layout_weight", "attention_weight"])
 def test_auxiliary_losses_change_what_is_learned_and_save_no_extra_weights(tmp_path, extra):
-    plain = ToyPretrainer(tiny_training(tmp_path / "plain", steps=50), TINY).run()
-    aux = ToyPretrainer(tiny_training(tmp_path / "aux", steps=50, vae_from=str(plain), **{extra: 1.0}), TINY).run()
+    off = dict(layout_weight=0.0, attention_weight=0.0, steps=50)
+    plain = ToyPretrainer(tiny_training(tmp_path / "plain", **off), TINY).run()
+    aux = ToyPretrainer(tiny_training(tmp_path / "aux", vae_from=str(plain), **{**off, extra: 1.0}), TINY).run()
     row = [json.loads(line) for line in (aux / "pretrain_log.jsonl").read_text().splitlines()][-1]
     assert row["step"] == 50 and 0 <= row[extra.replace("weight", "loss")] < 2
     # same seed and draws: the only difference is the auxiliary gradient

@@ -157,7 +157,7 @@ class PretrainConfig:
     """Autoencoder batch size."""
     vae_lr: float = 2e-3
     """Autoencoder peak learning rate, cosine-decayed."""
-    steps: int = 4200
+    steps: int = 4000
     """Transformer steps (stage 2)."""
     batch: int = 32
     """Transformer batch size."""
@@ -170,7 +170,7 @@ class PretrainConfig:
     (0: the sampler's own shift for the image's token count, 1.6 at 64 tokens). Layout, colour and shape
     are decided at high noise; shift 3 (SD3's) beat 1.6 there: 85% vs 78% of named colours present and
     26% vs 23% of named objects found after 1,000 steps (docs/TRAINING.md)."""
-    canonical: bool = False
+    canonical: bool = True
     """Train on one layout per prompt, the one its relations pick out (SpatialWorld's
     `WorldConfig.canonical`), instead of a random layout that satisfies it."""
     layout_weight: float = 0.0
@@ -178,7 +178,7 @@ class PretrainConfig:
     where that object sits in the render (dropped after training). FLUX gives text tokens no position,
     so the transformer reads the prompt as a set: unless T5 itself writes word order into each token,
     "A left of B" and "B left of A" look the same to it (0: off)."""
-    attention_weight: float = 0.0
+    attention_weight: float = 0.1
     """Weight of TokenCompose's token loss on the double-stream blocks' attention: each object token
     should be attended by the image tokens its object covers in the render (0: off). A direct signal
     for where each named object goes, which the text encoder can only serve by telling subject from

@@ -62,9 +62,9 @@ class ToyFluxConfig:
     t5_max_length: int = 16
     """T5 tokens per prompt (SpatialWorld prompts need at most 12 with object tokens, 18 without, once
     filler words are dropped)."""
-    t5_position_heads: int = 0
+    t5_position_heads: int = 2
     """T5 heads (per layer) that start as pure word-order heads, half looking at the previous word and half
-    at the next (`position_heads`); 0: none. A trained toy T5 attends by content so sharply (T5 does not
+    at the next (`position_heads`), of its 4; 0: none. A trained toy T5 attends by content so sharply (T5 does not
     scale its logits) that its learned position bias never matters, and "A left of B" encodes like
     "B left of A"."""
     object_tokens: bool = True
