@@ -276,7 +276,8 @@ class ToyPretrainer:
         local = c.batch // self.acc.num_processes
         for step in bar:
             # The global batch's draws, in the same order whatever the process count; this process's slice.
-            idx = self._mine(torch.randint(len(latents), (c.batch,), generator=self.gen))
+            draws = torch.randint(len(latents), (c.batch,), generator=self.gen)
+            idx = self._mine(draws)
             s = self._mine(self.sample_sigmas(c.batch, tokens)).to(self.device)
             eps = self._mine(torch.randn((c.batch, tokens, 4 * ch), generator=self.gen)).to(self.device)
             guidance = self._mine(1.0 + 4.0 * torch.rand(c.batch, generator=self.gen)).to(self.device)
@@ -293,12 +294,16 @@ class ToyPretrainer:
             extras = {}
             if c.layout_weight or c.attention_weight:
                 where = layout_mask[idx].to(self.device)
+                # Means over the global batch's object tokens (each process's sum over that count,
+                # times the process count, so the averaged gradient is the one-process gradient).
+                share = self.acc.num_processes / max(1, int(layout_mask[draws].sum()))
             if layout_head is not None:
-                extras["layout_loss"] = F.mse_loss(layout_head(embeds)[where], layout_centre[idx].to(self.device)[where])
+                err = (layout_head(embeds)[where] - layout_centre[idx].to(self.device)[where]) ** 2
+                extras["layout_loss"] = err.mean(-1).sum() * share
                 loss = loss + c.layout_weight * extras["layout_loss"]
             if recorders:
                 maps = torch.stack([r.maps.mean(1) for r in recorders]).mean(0)
-                extras["attention_loss"] = attention_loss(maps, layout_cover[idx].to(self.device))[where].mean()
+                extras["attention_loss"] = attention_loss(maps, layout_cover[idx].to(self.device))[where].sum() * share
                 loss = loss + c.attention_weight * extras["attention_loss"]
                 for r in recorders:
                     r.active, r.maps = False, None
