@@ -254,10 +254,6 @@ class ToyPretrainer:
             if not self.model_config.object_tokens or boxes is None:
                 raise ValueError("layout_weight and attention_weight need object tokens and the renders' boxes")
             layout_centre, layout_cover, layout_mask = layout_targets(t5_ids, boxes, pipe.tokenizer_2, h // 2)
-        if c.attention_weight:
-            for block in pipe.transformer.transformer_blocks:
-                block.attn.set_processor(TextAttentionRecorder())
-                recorders.append(block.attn.processor)
         modules = self._modules() + ([layout_head] if layout_head is not None else [])
         params = [p for m in modules for p in m.parameters()]
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -268,6 +264,10 @@ class ToyPretrainer:
             return
         for m in modules:
             m.train()
+        if c.attention_weight:  # installed only for the steps left; restored after the loop
+            for block in pipe.transformer.transformer_blocks:
+                block.attn.set_processor(TextAttentionRecorder())
+                recorders.append(block.attn.processor)
         tokens = (h // 2) * (w // 2)
         img_ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, torch.float32)
         text_ids = torch.zeros(t5_ids.shape[1], 3, device=self.device)
@@ -318,7 +318,7 @@ class ToyPretrainer:
             self._ema_update(ema, modules, step)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             if (step + 1) % 50 == 0:
-                # the auxiliary losses are this process's, for the log only
+                # auxiliary losses: this process's part scaled as a global mean (exact on one process); log only
                 self.log({"stage": "transformer", "step": step + 1, "loss": mean_loss, "lr": lr,
                           **{k: v.item() for k, v in extras.items()}})  # fmt: skip
             if c.probe_every and self.main and (step + 1) % c.probe_every == 0:

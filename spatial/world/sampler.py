@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from .grammar import format_prompt
-from .scene import RECTANGLE_ASPECT, CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine
+from .scene import RECTANGLE_ASPECT, CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine, relation_holds
 from .vocab import COLOURS, RELATIONS, SHAPES
 
 
@@ -67,11 +67,17 @@ def separated(a: SceneObject, b: SceneObject, gap: float) -> bool:
 def place(rng: random.Random, colour: str, shape: str, size: float, cfg: WorldConfig, named=True):
     lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
     x, y = rng.uniform(lo, hi), rng.uniform(lo, hi)
-    if cfg.snap:
-        half_h = size / 2 * (RECTANGLE_ASPECT if shape == "rectangle" else 1.0)
-        x = _snap(x, size / 2, cfg.snap, cfg.border)
-        y = _snap(y, half_h, cfg.snap, cfg.border)
-    return SceneObject(colour, shape, x, y, size, named)
+    return snapped(SceneObject(colour, shape, x, y, size, named), cfg)
+
+
+def snapped(o: SceneObject, cfg: WorldConfig) -> SceneObject:
+    """The object moved so its box edges lie on the world's grid (unchanged when `snap` is 0)."""
+    if not cfg.snap:
+        return o
+    half_h = o.size / 2 * (RECTANGLE_ASPECT if o.shape == "rectangle" else 1.0)
+    x = _snap(o.x, o.size / 2, cfg.snap, cfg.border)
+    y = _snap(o.y, half_h, cfg.snap, cfg.border)
+    return SceneObject(o.colour, o.shape, x, y, o.size, o.named)
 
 
 def _snap(centre: float, half: float, snap: int, border: float) -> float:
@@ -168,8 +174,9 @@ def _align(pos: list[float | None], partners: list[tuple[int, int]], middle: flo
 def canonical_layout(spec: PromptSpec, objects: list[SceneObject], cfg: WorldConfig) -> list[SceneObject] | None:
     """The named objects moved to the layout their relations decide: along x, objects ordered by
     their left/right relations (longest chain) and spread evenly across the image; likewise along y;
-    an object no relation places on an axis sits at its middle. None when that layout breaks a
-    relation or makes two objects touch (the caller keeps its drawn layout)."""
+    an object no relation places on an axis lines up with its partners on the other axis (`_align`).
+    None when that layout breaks a relation or makes two objects touch (the caller keeps its drawn
+    layout)."""
     xs = [(r.subject, r.object) if r.predicate == "left of" else (r.object, r.subject)
           for r in spec.relations if r.predicate in ("left of", "right of")]  # fmt: skip
     ys = [(r.subject, r.object) if r.predicate == "above" else (r.object, r.subject)
@@ -178,13 +185,9 @@ def canonical_layout(spec: PromptSpec, objects: list[SceneObject], cfg: WorldCon
     lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
     px, py = _levels(_ranks(len(objects), xs), lo, hi), _levels(_ranks(len(objects), ys), lo, hi)
     px, py = _align(px, ys, (lo + hi) / 2), _align(py, xs, (lo + hi) / 2)
-    moved = [SceneObject(o.colour, o.shape, x, y, o.size, o.named) for o, x, y in zip(objects, px, py)]
-    if cfg.snap:
-        moved = [SceneObject(o.colour, o.shape, _snap(o.x, o.size / 2, cfg.snap, cfg.border),
-                             _snap(o.y, o.size / 2 * (RECTANGLE_ASPECT if o.shape == "rectangle" else 1.0), cfg.snap, cfg.border),
-                             o.size, o.named) for o in moved]  # fmt: skip
+    moved = [snapped(SceneObject(o.colour, o.shape, x, y, o.size, o.named), cfg) for o, x, y in zip(objects, px, py)]
     apart = all(separated(a, b, cfg.gap) for i, a in enumerate(moved) for b in moved[i + 1 :])
-    holds = all(direction_cosine(moved[r.subject].box, moved[r.object].box, r.predicate) >= CLEAR for r in spec.relations)
+    holds = all(relation_holds(moved[r.subject].box, moved[r.object].box, r.predicate, CLEAR) for r in spec.relations)
     return moved if apart and holds else None
 
 
