@@ -6,6 +6,8 @@ every sampled prompt is satisfiable and consistent by construction.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -172,23 +174,48 @@ def _align(pos: list[float | None], partners: list[tuple[int, int]], middle: flo
 
 
 def canonical_layout(spec: PromptSpec, objects: list[SceneObject], cfg: WorldConfig) -> list[SceneObject] | None:
-    """The named objects moved to the layout their relations decide: along x, objects ordered by
-    their left/right relations (longest chain) and spread evenly across the image; likewise along y;
-    an object no relation places on an axis lines up with its partners on the other axis (`_align`).
-    None when that layout breaks a relation or makes two objects touch (the caller keeps its drawn
-    layout)."""
-    xs = [(r.subject, r.object) if r.predicate == "left of" else (r.object, r.subject)
-          for r in spec.relations if r.predicate in ("left of", "right of")]  # fmt: skip
-    ys = [(r.subject, r.object) if r.predicate == "above" else (r.object, r.subject)
-          for r in spec.relations if r.predicate in ("above", "below")]  # fmt: skip
+    """The named objects moved to the layout their relations decide, a function of the prompt.
+
+    The ideal is rank-based: along x, objects ordered by their left/right relations (longest chain) and
+    spread evenly across the image, likewise along y; an object no relation places on an axis lines up
+    with its partners on the other axis (`_align`). The layout is the assignment of objects to distinct
+    cells of a 3 x 3 grid (the most that fit side by side at the toy world's size) nearest that ideal
+    among those where every relation holds clearly and no two objects touch; so "A above B, C above B"
+    still gets a layout, with A and C side by side. None when no assignment works (the caller keeps
+    its drawn layout)."""
     size = max(o.size for o in objects)
     lo, hi = cfg.border + size / 2, 1 - cfg.border - size / 2
-    px, py = _levels(_ranks(len(objects), xs), lo, hi), _levels(_ranks(len(objects), ys), lo, hi)
-    px, py = _align(px, ys, (lo + hi) / 2), _align(py, xs, (lo + hi) / 2)
-    moved = [snapped(SceneObject(o.colour, o.shape, x, y, o.size, o.named), cfg) for o, x, y in zip(objects, px, py)]
-    apart = all(separated(a, b, cfg.gap) for i, a in enumerate(moved) for b in moved[i + 1 :])
-    holds = all(relation_holds(moved[r.subject].box, moved[r.object].box, r.predicate, CLEAR) for r in spec.relations)
-    return moved if apart and holds else None
+    found = _grid_layout(spec.relations, tuple((o.shape, o.size) for o in objects), lo, hi, cfg)
+    if found is None:
+        return None
+    return [SceneObject(o.colour, o.shape, x, y, o.size, o.named) for o, (x, y) in zip(objects, found)]
+
+
+def _ideal(relations, n: int, lo: float, hi: float) -> list[tuple[float, float]]:
+    xs = [(r.subject, r.object) if r.predicate == "left of" else (r.object, r.subject)
+          for r in relations if r.predicate in ("left of", "right of")]  # fmt: skip
+    ys = [(r.subject, r.object) if r.predicate == "above" else (r.object, r.subject)
+          for r in relations if r.predicate in ("above", "below")]  # fmt: skip
+    px, py = _levels(_ranks(n, xs), lo, hi), _levels(_ranks(n, ys), lo, hi)
+    return list(zip(_align(px, ys, (lo + hi) / 2), _align(py, xs, (lo + hi) / 2)))
+
+
+@functools.lru_cache(maxsize=4096)  # pretraining asks for the same few hundred relation structures
+def _grid_layout(relations, shapes, lo: float, hi: float, cfg: WorldConfig):
+    ideal = _ideal(relations, len(shapes), lo, hi)
+    levels = (lo, (lo + hi) / 2, hi)
+    cells = [(x, y) for y in levels for x in levels]
+    best_cost, best = float("inf"), None
+    for assignment in itertools.permutations(range(len(cells)), len(shapes)):
+        cost = sum((cells[k][0] - ix) ** 2 + (cells[k][1] - iy) ** 2 for k, (ix, iy) in zip(assignment, ideal))
+        if cost >= best_cost - 1e-12:  # ties keep the first in enumeration order
+            continue
+        moved = [snapped(SceneObject("", shape, *cells[k], size), cfg) for k, (shape, size) in zip(assignment, shapes)]
+        if all(relation_holds(moved[r.subject].box, moved[r.object].box, r.predicate, CLEAR) for r in relations) and all(
+            separated(a, b, cfg.gap) for i, a in enumerate(moved) for b in moved[i + 1 :]
+        ):
+            best_cost, best = cost, tuple((o.x, o.y) for o in moved)
+    return best
 
 
 def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
