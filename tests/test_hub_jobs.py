@@ -1,0 +1,111 @@
+"""Runs sent to Hugging Face Jobs: the same trainer entry point, the code mounted, the run uploaded.
+
+The Hub's servers cannot be reached from tests, so a local HTTP server answers the one call a
+submission makes (POST /api/jobs/<namespace>) and records it; huggingface_hub's own client builds
+and sends the request.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from huggingface_hub import HfApi
+
+from spatial.hub_jobs import HubJobConfig, job_command, submit
+
+TOKEN = "hf_" + "x" * 30
+
+
+@pytest.fixture
+def hub():
+    received = []
+
+    class JobsAPI(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
+            namespace = self.path.rsplit("/", 1)[-1]
+            reply = {**body, "id": "job-1", "owner": {"id": "1", "name": namespace, "type": "user"},
+                     "status": {"stage": "RUNNING"}}  # fmt: skip
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), JobsAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", received
+    server.shutdown()
+
+
+CFG = HubJobConfig(kind="grpo", code_repo="me/spatial-studio", output_repo="me/spatial-runs", run_name="grpo-1",
+                   flavor="h100x8", num_processes=8, timeout="6h", namespace="me")  # fmt: skip
+
+
+def test_a_hub_job_runs_the_trainer_under_accelerate_on_the_mounted_code_and_uploads_the_run(hub, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the suite runs offline; this server is local
+    endpoint, received = hub
+    job = submit(CFG, ["--preset", "flux-dev", "--iterations", "500"], token=TOKEN, api=HfApi(endpoint=endpoint))
+    assert job.id == "job-1" and job.url == f"{endpoint}/jobs/me/job-1"
+    (call,) = received
+    assert call["path"] == "/api/jobs/me" and call["auth"] == f"Bearer {TOKEN}"
+    spec = call["body"]
+    assert spec["flavor"] == "h100x8" and spec["timeoutSeconds"] == 6 * 3600
+    assert spec["volumes"] == [{"type": "space", "source": "me/spatial-studio", "mountPath": "/code"}]
+    assert spec["secrets"] == {"HF_TOKEN": TOKEN}
+    script = spec["command"][-1]
+    assert "accelerate launch --num_processes 8 -m training.train_grpo --output_dir runs/grpo-1 --preset flux-dev --iterations 500" in script
+    assert script.index("pip install") < script.index("accelerate launch") < script.index("hf upload me/spatial-runs runs/grpo-1 grpo-1")
+    assert TOKEN not in json.dumps(spec["command"]) and TOKEN not in json.dumps(spec.get("environment"))
+
+
+def test_trainer_arguments_with_shell_characters_stay_single_arguments():
+    script = job_command(CFG, ["--prompts", "my prompts.txt; rm -rf /"])[-1]
+    assert "--prompts 'my prompts.txt; rm -rf /'" in script
+
+
+def run_cli(args, endpoint):
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "0"}
+    return subprocess.run([sys.executable, "-m", "training.launch_hub_job", *args], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_the_command_line_submits_and_says_where_to_watch_and_where_the_run_lands(hub):
+    endpoint, received = hub
+    out = run_cli(["--code_repo", "me/spatial-studio", "--output_repo", "me/spatial-runs", "--run_name", "r1",
+                   "--namespace", "me", "--", "--preset", "toy", "--iterations", "3"], endpoint)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"{endpoint}/jobs/me/job-1" in out.stdout and "me/spatial-runs/tree/main/r1" in out.stdout
+    assert len(received) == 1 and TOKEN not in out.stdout + out.stderr
+
+
+def test_an_unreachable_hub_is_one_clear_error():
+    out = run_cli(["--code_repo", "me/code", "--output_repo", "me/runs", "--", "--iterations", "3"], "http://127.0.0.1:9")
+    assert out.returncode == 1 and out.stderr.startswith("error: could not reach the Hub"), out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output_repo", "me/runs", "--", "--iterations", "3"], "--code_repo must be a Hub repo id"),
+        (["--code_repo", "me/code", "--output_repo", "../etc", "--"], "--output_repo must be a Hub repo id"),
+        (["--code_repo", "me/code", "--output_repo", "me/runs", "--run_name", "../up"], "--run_name must be a plain folder name"),
+        (["--code_repo", "me/code", "--output_repo", "me/runs", "--", "--group_size", "4", "--top_k", "3"], "top_k must satisfy"),
+        (["--code_repo", "me/code", "--output_repo", "me/runs", "--", "--output_dir", "/tmp/x"], "leave out --output_dir"),
+        (["--code_repo", "me/code", "--output_repo", "me/runs", "--kind", "pretrain"], "kind must be one of"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_reaches_the_hub(hub, args, message):
+    endpoint, received = hub
+    out = run_cli(args, endpoint)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert received == []
