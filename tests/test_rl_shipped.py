@@ -42,12 +42,13 @@ def test_the_toy_preset_serves_it_as_the_tuned_side_and_it_changes_the_image():
 
 @pytest.mark.slow
 def test_the_shipped_lora_draws_layouts_better_than_the_base_on_held_out_prompts():
-    # Measured on 200 x 4 held-out images (docs/TRAINING.md); here 48 x 2 of them, with a margin
-    # for the smaller sample.
+    # Measured on 200 x 4 held-out images (docs/TRAINING.md); here 96 x 2 of them (48 x 2 is too few:
+    # there the two differ by one image either way).
     service = GenerationService(GenerationConfig.for_preset("toy", device="cpu"))
-    prompts = sample_prompts(48, HELD_OUT_SEED)
+    prompts = sample_prompts(96, HELD_OUT_SEED)
     base = judge(service.generate(prompts, [0, 1]), [p for p in prompts for _ in (0, 1)])["summary"]
     tuned = judge(service.generate(prompts, [0, 1], adapter="tuned"), [p for p in prompts for _ in (0, 1)])["summary"]
-    # 200 x 4: object +0.046, spatial +0.041 over a base that already places objects right
+    # 200 x 4: object +0.046, spatial +0.041 over a base that already places objects right;
+    # these 96 x 2: object 0.820 -> 0.840, spatial 0.809 -> 0.840
     assert tuned["object_accuracy"] >= base["object_accuracy"]
     assert tuned["spatial_accuracy"] >= base["spatial_accuracy"]
