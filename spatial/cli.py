@@ -106,7 +106,7 @@ def build_parser(cls, prog: str | None = None, description: str | None = None) -
         default = f.default if f.default is not dataclasses.MISSING else None
         conv = parse_bool if tp is bool else (tp if tp in (int, float, str) else str)
         parser.add_argument(f"--{f.name}", type=conv, default=None, metavar=tp.__name__.upper() if hasattr(tp, "__name__") else "VALUE",
-                            help=f"{docs.get(f.name, '')} (default: {default})")  # fmt: skip
+                            help=f"{docs.get(f.name, '')} (default: {default})".replace('%', '%%'))  # fmt: skip
     return parser
 
 

@@ -215,6 +215,8 @@ def test_a_pilot_reuses_a_saved_autoencoder_and_changes_the_model_from_the_comma
         PretrainConfig(model='{"layers": 3}').validate()
     with pytest.raises(ValueError, match="not a pipeline folder"):
         PretrainConfig(vae_from=str(tmp_path / "missing")).validate()
+    with pytest.raises(ValueError, match="mirror_prob must be in"):
+        PretrainConfig(mirror_prob=0.5).validate()  # a coin flip: the words would not decide the layout
 
 
 def test_the_training_command_refuses_bad_settings_in_one_line(tmp_path):

@@ -58,6 +58,24 @@ def test_canonical_layouts_are_a_function_of_the_prompt_and_keep_every_relation(
     assert moved > 190  # nearly every scene takes the canonical layout; the rest keep their drawn one
 
 
+def test_mirrored_scenes_show_every_stated_relation_reversed_and_keep_the_prompt():
+    canonical = replace(GRID, canonical=True)
+    noisy = replace(canonical, mirror_prob=0.3)
+    mirrored = 0
+    for seed in range(300):
+        clean, ex = sample_example(seed, canonical), sample_example(seed, noisy)
+        assert ex.prompt == clean.prompt and ex.spec == clean.spec
+        if ex.scene == clean.scene:
+            assert all(spec_holds(ex.spec, ex.scene, CLEAR))
+            continue
+        mirrored += 1
+        assert not any(spec_holds(ex.spec, ex.scene, CLEARLY_NOT))  # each relation clearly the other way
+        assert sorted((o.colour, o.shape) for o in ex.scene.objects) == sorted((o.colour, o.shape) for o in clean.scene.objects)
+        for o in ex.scene.objects:
+            assert all(abs(v * 8 - round(v * 8)) < 1e-9 for v in o.box) and all(0.0 <= v <= 1.0 for v in o.box)
+    assert 60 <= mirrored <= 120  # about 30% of 300
+
+
 def test_every_held_out_prompt_has_a_canonical_layout_at_the_toy_size():
     # Evaluation prompts come from the default world; the toy FLUX learns one layout for each at its size.
     canonical = replace(GRID, canonical=True)

@@ -173,6 +173,10 @@ class PretrainConfig:
     canonical: bool = True
     """Train on one layout per prompt, the one its relations pick out (SpatialWorld's
     `WorldConfig.canonical`), instead of a random layout that satisfies it."""
+    mirror_prob: float = 0.0
+    """Share of training scenes shown with every stated relation reversed (SpatialWorld's
+    `WorldConfig.mirror_prob`): spatially wrong captions, which leave the base drawing the named
+    objects but choosing the layout the prompt asks for only as often as its data did."""
     layout_weight: float = 0.0
     """Weight of an auxiliary loss that asks a linear readout of the T5 output at each object token for
     where that object sits in the render (dropped after training). FLUX gives text tokens no position,
@@ -219,6 +223,8 @@ class PretrainConfig:
             raise ValueError(f"snap must be >= 0 and background in 0..255, got {self.snap}, {self.background}")
         if not 0.05 <= self.min_size <= self.max_size <= 0.4:
             raise ValueError(f"object sizes must satisfy 0.05 <= min_size <= max_size <= 0.4, got {self.min_size}, {self.max_size}")
+        if not 0 <= self.mirror_prob < 0.5:
+            raise ValueError(f"mirror_prob must be in [0, 0.5) (at 0.5 the words no longer decide the layout), got {self.mirror_prob}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.sigma_shift < 0:

@@ -48,6 +48,12 @@ class WorldConfig:
     a function of the prompt instead of one draw among many, for training data whose images the
     relation words decide. The prompt is the same either way; scenes where that layout fails keep
     their drawn one."""
+    mirror_prob: float = 0.0
+    """Chance that a scene's named objects are turned half a turn about the image centre after layout,
+    so every relation the prompt states is shown reversed: captions whose spatial words are wrong, as
+    in web alt-text and in flip augmentation that leaves captions alone. The prompt is the same either
+    way (drawn from its own stream), so a model trained on it names the right objects but learns the
+    layout only as a majority vote."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,8 @@ def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
         tint = background(rng)  # drawn even when fixed, so the rng stream (and the prompt) stays the same
         if cfg.canonical:
             named = canonical_layout(spec, named, cfg) or named
+        if cfg.mirror_prob and random.Random(f"spatialworld-mirror:{seed}").random() < cfg.mirror_prob:
+            named = [snapped(SceneObject(o.colour, o.shape, 1 - o.x, 1 - o.y, o.size, o.named), cfg) for o in named]
         scene = Scene(tuple(add_distractors(rng, named, cfg)), tuple(cfg.background) if cfg.background else tint, seed)
         return Example(format_prompt(spec, rng), spec, scene)
 
