@@ -65,6 +65,19 @@ class HubJobConfig:
             raise ValueError(f"--timeout must look like 30m, 8h or 3600, got {self.timeout!r}")
 
 
+def trainer_argv(fields: dict) -> list[str]:
+    """Trainer flags for config fields (as a form or `dataclasses.asdict` gives them); None is left out,
+    so the trainer keeps its default."""
+    argv = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in ("output_dir", "checkpoint_dir", "resume"):
+            raise ValueError(f"{name} is set by the job (runs/<run_name>), not by the caller")
+        argv += [f"--{name}", ("true" if value else "false") if isinstance(value, bool) else str(value)]
+    return argv
+
+
 def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
     """The container's command: copy the mounted code, install it, train, upload the run."""
     run_dir = f"runs/{cfg.run_name}"
@@ -80,19 +93,38 @@ def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
     return ["bash", "-c", script]
 
 
+class HubJobError(RuntimeError):
+    """The Hub refused the job or could not be reached; the message says which, without the token."""
+
+
 def submit(cfg: HubJobConfig, trainer_args: list[str], token: str | None = None, api=None):
     """Submit the run; returns huggingface_hub's JobInfo (its `id` and `url` say where to watch it)."""
     from huggingface_hub import HfApi, Volume
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = api or HfApi()
-    return api.run_job(
-        image=cfg.image,
-        command=job_command(cfg, trainer_args),
-        secrets={"HF_TOKEN": token} if token else None,
-        flavor=cfg.flavor,
-        timeout=cfg.timeout,
-        volumes=[Volume(type=cfg.code_repo_type, source=cfg.code_repo, mount_path=CODE_DIR)],
-        labels={"app": "spatial-studio", "kind": cfg.kind, "run": cfg.run_name},
-        namespace=cfg.namespace or None,
-        token=token,
-    )
+    try:
+        return api.run_job(
+            image=cfg.image,
+            command=job_command(cfg, trainer_args),
+            secrets={"HF_TOKEN": token} if token else None,
+            flavor=cfg.flavor,
+            timeout=cfg.timeout,
+            volumes=[Volume(type=cfg.code_repo_type, source=cfg.code_repo, mount_path=CODE_DIR)],
+            labels={"app": "spatial-studio", "kind": cfg.kind, "run": cfg.run_name},
+            namespace=cfg.namespace or None,
+            token=token,
+        )
+    except HfHubHTTPError as e:
+        raise HubJobError(f"the Hub refused the job: {_redact(str(e), token)}") from None
+    except Exception as e:  # no network, HF_HUB_OFFLINE set: the HTTP client's own error types vary
+        raise HubJobError(f"could not reach the Hub to submit the job ({type(e).__name__}: {_redact(str(e), token)})") from None
+
+
+def run_url(cfg: HubJobConfig) -> str:
+    """Where the finished run folder lands."""
+    return f"https://huggingface.co/{cfg.output_repo}/tree/main/{cfg.run_name}"
+
+
+def _redact(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text

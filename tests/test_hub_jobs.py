@@ -109,3 +109,86 @@ def test_bad_settings_are_refused_before_anything_reaches_the_hub(hub, args, mes
     out = run_cli(args, endpoint)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert received == []
+
+
+def test_form_values_become_trainer_flags_that_parse_back_to_the_same_config():
+    from spatial.cli import parse_config
+    from spatial.hub_jobs import trainer_argv
+    from spatial.rl.config import PRESETS, GRPOConfig
+
+    fields = {"preset": "toy", "group_size": 8, "top_k": 2, "learning_rate": 5e-4, "same_latent": False, "base_model": None}
+    argv = trainer_argv(fields)
+    assert "--base_model" not in argv and argv[argv.index("--same_latent") + 1] == "false"
+    parsed = parse_config(GRPOConfig, argv, prog="train_grpo", presets=PRESETS)
+    assert (parsed.group_size, parsed.top_k, parsed.learning_rate, parsed.same_latent) == (8, 2, 5e-4, False)
+    with pytest.raises(ValueError, match="output_dir is set by the job"):
+        trainer_argv({"output_dir": "/tmp/elsewhere"})
+
+
+class TestTheTrainTabSendsAFormToHubJobs:
+    """The Train tab's handler, called in-process (the browser tests cover the page; the Hub is the stand-in)."""
+
+    @pytest.fixture
+    def tab(self, tmp_path, monkeypatch):
+        import gradio as gr
+
+        from spatial.reward.trainer import RewardTrainingConfig
+        from spatial.rl.config import PRESETS, GRPOConfig
+        from spatial.settings import AppSettings
+        from ui.context import AppContext
+        from ui.forms import DataclassForm
+        from ui.train import GRPO_FIELDS, HUB_FIELDS, REWARD_FIELDS
+
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        ctx = AppContext(AppSettings(data_dir=tmp_path, local_user="alice"))
+        grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=PRESETS["toy"])
+        reward = DataclassForm(RewardTrainingConfig, REWARD_FIELDS)
+        hub = DataclassForm(HubJobConfig, HUB_FIELDS)
+        values = {f.name: getattr(grpo.cls(**PRESETS["toy"]), f.name) for f in grpo.fields}
+        hub_values = {"code_repo": "me/spatial-studio", "output_repo": "me/spatial-runs", "run_name": "from-ui",
+                      "flavor": "a100-large", "num_processes": 1, "timeout": "2h", "namespace": "me"}  # fmt: skip
+        admin = gr.OAuthProfile({"preferred_username": "alice", "name": "Alice", "profile": "", "picture": ""})
+        return ctx, grpo, reward, hub, values, hub_values, admin
+
+    def test_an_admin_submits_the_grpo_form_and_is_told_where_to_watch(self, hub, tab):
+        from ui.train import send_to_hub_jobs
+
+        endpoint, received = hub
+        ctx, grpo, _, form, values, hub_values, admin = tab
+        values["iterations"] = 500
+        note = send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*values.values(), *hub_values.values()],
+                                api=HfApi(endpoint=endpoint))  # fmt: skip
+        assert f"{endpoint}/jobs/me/job-1" in note and "me/spatial-runs/tree/main/from-ui" in note and TOKEN not in note
+        (call,) = received
+        script = call["body"]["command"][-1]
+        assert "-m training.train_grpo --output_dir runs/from-ui --preset toy" in script and "--iterations 500" in script
+        assert call["body"]["secrets"] == {"HF_TOKEN": TOKEN} and call["body"]["timeoutSeconds"] == 7200
+
+    def test_anyone_else_and_bad_forms_are_refused_before_the_hub_is_called(self, hub, tab):
+        import gradio as gr
+
+        from ui.train import send_to_hub_jobs
+
+        endpoint, received = hub
+        ctx, grpo, _, form, values, hub_values, admin = tab
+        api = HfApi(endpoint=endpoint)
+        bob = gr.OAuthProfile({"preferred_username": "bob", "name": "Bob", "profile": "", "picture": ""})
+        with pytest.raises(gr.Error, match="only admins"):
+            send_to_hub_jobs(ctx, bob, "grpo", grpo, form, [*values.values(), *hub_values.values()], api=api)
+        with pytest.raises(gr.Error, match="output_repo must be a Hub repo id"):
+            send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*values.values(), *{**hub_values, "output_repo": "../x"}.values()], api=api)
+        with pytest.raises(gr.Error, match="top_k"):
+            send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*{**values, "top_k": 99}.values(), *hub_values.values()], api=api)
+        assert received == []
+
+    def test_an_unreachable_hub_is_a_message_without_the_token(self, tab):
+        import gradio as gr
+
+        from ui.train import send_to_hub_jobs
+
+        ctx, grpo, _, form, values, hub_values, admin = tab
+        with pytest.raises(gr.Error, match="could not reach the Hub") as e:
+            send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*values.values(), *hub_values.values()],
+                             api=HfApi(endpoint="http://127.0.0.1:9"))  # fmt: skip
+        assert TOKEN not in str(e.value)

@@ -14,7 +14,7 @@ import os
 import sys
 
 from spatial.cli import parse_config
-from spatial.hub_jobs import HubJobConfig, job_command, submit
+from spatial.hub_jobs import HubJobConfig, HubJobError, job_command, run_url, submit
 
 
 def check_trainer_args(kind: str, args: list[str]) -> None:
@@ -42,7 +42,6 @@ def main(argv=None) -> int:
                           "command": job_command(cfg, trainer_args)}, indent=2))  # fmt: skip
         return 0
     from huggingface_hub import get_token
-    from huggingface_hub.errors import HfHubHTTPError
 
     token = os.environ.get("HF_TOKEN") or get_token()
     if not token:
@@ -50,14 +49,11 @@ def main(argv=None) -> int:
         return 2
     try:
         job = submit(cfg, trainer_args, token=token)
-    except HfHubHTTPError as e:
-        print(f"error: the Hub refused the job: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # no network, HF_HUB_OFFLINE set: the HTTP client's own error types vary
-        print(f"error: could not reach the Hub to submit the job ({type(e).__name__}: {e})", file=sys.stderr)
+    except HubJobError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"submitted job {job.id}: {job.url}")
-    print(f"the run will be uploaded to https://huggingface.co/{cfg.output_repo}/tree/main/{cfg.run_name}")
+    print(f"the run will be uploaded to {run_url(cfg)}")
     return 0
 
 

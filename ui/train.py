@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from spatial.hub_jobs import HubJobConfig, HubJobError, run_url, submit, trainer_argv
 from spatial.jobs import JobError
 from spatial.reward.trainer import RewardTrainingConfig
 from spatial.rl.config import PRESETS as GRPO_PRESETS
@@ -23,6 +24,7 @@ REWARD_FIELDS = ["pairs", "generate_pairs", "backbone", "init_from", "steps", "b
                  "lora_alpha", "loss", "mc_samples", "sigma_reg", "eval_every", "checkpoint_every", "seed"]  # fmt: skip
 NOT_FROM_FORMS = ("output_dir", "checkpoint_dir", "resume")  # the job manager owns these
 JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]
+HUB_FIELDS = ["code_repo", "output_repo", "run_name", "flavor", "num_processes", "timeout", "namespace"]
 
 
 def _when(t: float | None) -> str:
@@ -61,6 +63,32 @@ def job_detail(ctx: AppContext, job_id: str | None, profile):
     return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), curves, gallery
 
 
+def send_to_hub_jobs(ctx: AppContext, profile, kind: str, trainer: DataclassForm, hub: DataclassForm, values: list,
+                     api=None) -> str:  # fmt: skip
+    """Submit the trainer form's run to Hugging Face Jobs with the Space's token; a Markdown note
+    saying where to watch it. The token goes as a job secret and never into the note."""
+    from huggingface_hub import get_token
+
+    if not ctx.actor(profile).is_admin:
+        raise gr.Error("only admins can start training jobs: sign in with an admin account")
+    n = len(trainer.components)
+    try:
+        config = trainer.build(list(values[:n]))
+        argv = trainer_argv({f.name: getattr(config, f.name) for f in trainer.fields})
+        cfg = hub.build(list(values[n:]), kind=kind)
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    token = get_token()
+    if not token:
+        raise gr.Error("Hugging Face Jobs needs a token: add HF_TOKEN as a secret of the Space (or run `hf auth login`)")
+    try:
+        job = submit(cfg, argv, token=token, api=api)
+    except HubJobError as e:
+        raise gr.Error(str(e)) from None
+    return (f"Submitted Hugging Face job `{job.id}`: [{job.url}]({job.url}). The run folder goes to "
+            f"[{cfg.output_repo}/{cfg.run_name}]({run_url(cfg)}); pick it in Generate by that repo id.")  # fmt: skip
+
+
 def build_train_tab(ctx: AppContext) -> None:
     gr.Markdown("Start and watch training runs on this machine's accelerator. Admins only.")
     with gr.Row():
@@ -73,6 +101,15 @@ def build_train_tab(ctx: AppContext) -> None:
                             "or a Hub dataset id; empty generates SpatialWorld pairs.")  # fmt: skip
                 reward = DataclassForm(RewardTrainingConfig, REWARD_FIELDS, elem_prefix="reward")
                 start_reward = gr.Button("Start reward training", variant="primary")
+            with gr.Accordion("Run on Hugging Face Jobs instead", open=False):
+                gr.Markdown("For runs larger than this machine: the form above runs on Hub hardware under "
+                            "`accelerate launch` with the code of this Space mounted, and the run folder is "
+                            "uploaded to a model repo. Uses the Space's `HF_TOKEN` secret.")  # fmt: skip
+                hub = DataclassForm(HubJobConfig, HUB_FIELDS, elem_prefix="hub")
+                with gr.Row():
+                    hub_grpo = gr.Button("Send the GRPO form")
+                    hub_reward = gr.Button("Send the SpatialScore form")
+                hub_note = gr.Markdown(elem_id="hub-job-note")
         with gr.Column(scale=3):
             jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs", interactive=False, wrap=True)
             selected = gr.Dropdown(label="Job", choices=[], allow_custom_value=True)
@@ -122,6 +159,16 @@ def build_train_tab(ctx: AppContext) -> None:
                      concurrency_limit=1)  # fmt: skip
     start_reward.click(starter("reward", reward), reward.components, [jobs, selected], api_name="start_reward",
                        concurrency_limit=1)  # fmt: skip
+    def hub_sender(kind: str, form: DataclassForm):
+        def send(profile: gr.OAuthProfile | None, *values):
+            return send_to_hub_jobs(ctx, profile, kind, form, hub, list(values))
+
+        return send
+
+    hub_grpo.click(hub_sender("grpo", grpo), grpo.components + hub.components, hub_note, api_name="hub_job_grpo",
+                   concurrency_limit=1)  # fmt: skip
+    hub_reward.click(hub_sender("reward", reward), reward.components + hub.components, hub_note,
+                     api_name="hub_job_reward", concurrency_limit=1)  # fmt: skip
     timer.tick(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     selected.change(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     cancel.click(act("cancel"), [selected], outputs, api_name="cancel_job")

@@ -8,11 +8,11 @@ from gradio_client import Client, handle_file
 from spatial.world import render
 from spatial.world.grammar import parse_prompt
 from spatial.world.sampler import scene_for
-from ui.train import GRPO_FIELDS, REWARD_FIELDS
+from ui.train import GRPO_FIELDS, HUB_FIELDS, REWARD_FIELDS
 
 ENDPOINTS = {"/sample_prompt", "/render_scene", "/oracle_check", "/generate_pair", "/send_pair_to_annotation",
              "/compare_checkpoints", "/score_images", "/annotate_next", "/annotate_submit", "/annotate_stats",
-             "/start_grpo", "/start_reward", "/cancel_job", "/resume_job"}  # fmt: skip
+             "/start_grpo", "/start_reward", "/cancel_job", "/resume_job", "/hub_job_grpo", "/hub_job_reward"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,5 +60,9 @@ def test_training_endpoints_refuse_anonymous_callers(client):
         client.predict(*([None] * len(GRPO_FIELDS)), api_name="/start_grpo")
     with pytest.raises(Exception, match="only admins"):
         client.predict(*([None] * len(REWARD_FIELDS)), api_name="/start_reward")
+    with pytest.raises(Exception, match="only admins"):
+        client.predict(*([None] * (len(GRPO_FIELDS) + len(HUB_FIELDS))), api_name="/hub_job_grpo")
+    with pytest.raises(Exception, match="only admins"):
+        client.predict(*([None] * (len(REWARD_FIELDS) + len(HUB_FIELDS))), api_name="/hub_job_reward")
     with pytest.raises(Exception):
         client.predict("20260101-000000-abcdef", api_name="/cancel_job")
