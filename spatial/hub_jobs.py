@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from .jobs import TRAINERS
+from .jobs import MANAGED_SETTINGS, TRAINERS
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
@@ -65,21 +65,11 @@ class HubJobConfig:
             raise ValueError(f"--timeout must look like 30m, 8h or 3600, got {self.timeout!r}")
 
 
-def trainer_argv(fields: dict) -> list[str]:
-    """Trainer flags for config fields (as a form or `dataclasses.asdict` gives them); None is left out,
-    so the trainer keeps its default."""
-    argv = []
-    for name, value in fields.items():
-        if value is None:
-            continue
-        if name in ("output_dir", "checkpoint_dir", "resume"):
-            raise ValueError(f"{name} is set by the job (runs/<run_name>), not by the caller")
-        argv += [f"--{name}", ("true" if value else "false") if isinstance(value, bool) else str(value)]
-    return argv
-
-
 def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
     """The container's command: copy the mounted code, install it, train, upload the run."""
+    for name in MANAGED_SETTINGS:
+        if f"--{name}" in trainer_args:
+            raise ValueError(f"leave out --{name}; the job writes to runs/<run_name> and uploads it")
     run_dir = f"runs/{cfg.run_name}"
     train = ["accelerate", "launch", "--num_processes", str(cfg.num_processes), "-m", TRAINERS[cfg.kind],
              "--output_dir", run_dir, *trainer_args]  # fmt: skip

@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+MANAGED_SETTINGS = ("output_dir", "checkpoint_dir", "resume")
+"""Trainer settings the runner sets (where the run lives, whether it resumes), never the caller."""
+
+
 def config_to_args(config: dict) -> list[str]:
     """`{"learning_rate": 1e-4, "use_ema": True}` -> `--learning_rate 0.0001 --use_ema true`."""
     args = []

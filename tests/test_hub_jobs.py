@@ -113,16 +113,16 @@ def test_bad_settings_are_refused_before_anything_reaches_the_hub(hub, args, mes
 
 def test_form_values_become_trainer_flags_that_parse_back_to_the_same_config():
     from spatial.cli import parse_config
-    from spatial.hub_jobs import trainer_argv
+    from spatial.jobs import config_to_args
     from spatial.rl.config import PRESETS, GRPOConfig
 
     fields = {"preset": "toy", "group_size": 8, "top_k": 2, "learning_rate": 5e-4, "same_latent": False, "base_model": None}
-    argv = trainer_argv(fields)
+    argv = config_to_args(fields)
     assert "--base_model" not in argv and argv[argv.index("--same_latent") + 1] == "false"
     parsed = parse_config(GRPOConfig, argv, prog="train_grpo", presets=PRESETS)
     assert (parsed.group_size, parsed.top_k, parsed.learning_rate, parsed.same_latent) == (8, 2, 5e-4, False)
-    with pytest.raises(ValueError, match="output_dir is set by the job"):
-        trainer_argv({"output_dir": "/tmp/elsewhere"})
+    with pytest.raises(ValueError, match="leave out --output_dir"):
+        job_command(CFG, config_to_args({"output_dir": "/tmp/elsewhere"}))
 
 
 class TestTheTrainTabSendsAFormToHubJobs:

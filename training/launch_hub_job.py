@@ -10,7 +10,6 @@ is read from HF_TOKEN or the local login and passed as a job secret. Watch the j
 """
 
 import json
-import os
 import sys
 
 from spatial.cli import parse_config
@@ -27,9 +26,11 @@ def check_trainer_args(kind: str, args: list[str]) -> None:
         from spatial.reward.trainer import RewardTrainingConfig
 
         parse_config(RewardTrainingConfig, args, prog="training.train_reward")
-    if "--output_dir" in args:
-        print("error: leave out --output_dir; the job writes to runs/<run_name> and uploads it", file=sys.stderr)
-        raise SystemExit(2)
+    try:
+        job_command(HubJobConfig(), args)  # refuses the settings the job itself sets
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         return 0
     from huggingface_hub import get_token
 
-    token = os.environ.get("HF_TOKEN") or get_token()
+    token = get_token()  # HF_TOKEN first, then the saved login
     if not token:
         print("error: no Hugging Face token; set HF_TOKEN or run `hf auth login`", file=sys.stderr)
         return 2

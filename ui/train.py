@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from spatial.hub_jobs import HubJobConfig, HubJobError, run_url, submit, trainer_argv
-from spatial.jobs import JobError
+from spatial.hub_jobs import HubJobConfig, HubJobError, run_url, submit
+from spatial.jobs import MANAGED_SETTINGS, JobError, config_to_args
 from spatial.reward.trainer import RewardTrainingConfig
 from spatial.rl.config import PRESETS as GRPO_PRESETS
 from spatial.rl.config import GRPOConfig
@@ -22,7 +22,6 @@ GRPO_FIELDS = ["preset", "base_model", "reward", "reward_model", "group_size", "
                "sde_window", "same_latent", "resolution", "learning_rate", "beta", "lora_rank", "lora_alpha", "save_every", "eval_every", "eval_prompts", "seed"]  # fmt: skip
 REWARD_FIELDS = ["pairs", "generate_pairs", "backbone", "init_from", "steps", "batch_size", "learning_rate", "lora_rank",
                  "lora_alpha", "loss", "mc_samples", "sigma_reg", "eval_every", "checkpoint_every", "seed"]  # fmt: skip
-NOT_FROM_FORMS = ("output_dir", "checkpoint_dir", "resume")  # the job manager owns these
 JOB_COLUMNS = ["id", "kind", "status", "progress", "owner", "created"]
 HUB_FIELDS = ["code_repo", "output_repo", "run_name", "flavor", "num_processes", "timeout", "namespace"]
 
@@ -74,7 +73,7 @@ def send_to_hub_jobs(ctx: AppContext, profile, kind: str, trainer: DataclassForm
     n = len(trainer.components)
     try:
         config = trainer.build(list(values[:n]))
-        argv = trainer_argv({f.name: getattr(config, f.name) for f in trainer.fields})
+        argv = config_to_args({f.name: getattr(config, f.name) for f in trainer.fields})
         cfg = hub.build(list(values[n:]), kind=kind)
     except ValueError as e:
         raise gr.Error(str(e)) from None
@@ -130,7 +129,7 @@ def build_train_tab(ctx: AppContext) -> None:
                 raise gr.Error("only admins can start training jobs: sign in with an admin account")
             try:
                 config = dataclasses.asdict(form.build(list(values)))
-                job = ctx.jobs.submit(actor, kind, {k: v for k, v in config.items() if k not in NOT_FROM_FORMS})
+                job = ctx.jobs.submit(actor, kind, {k: v for k, v in config.items() if k not in MANAGED_SETTINGS})
             except (JobError, ValueError) as e:
                 raise gr.Error(str(e)) from None
             table = job_table(ctx, profile)
@@ -159,6 +158,7 @@ def build_train_tab(ctx: AppContext) -> None:
                      concurrency_limit=1)  # fmt: skip
     start_reward.click(starter("reward", reward), reward.components, [jobs, selected], api_name="start_reward",
                        concurrency_limit=1)  # fmt: skip
+
     def hub_sender(kind: str, form: DataclassForm):
         def send(profile: gr.OAuthProfile | None, *values):
             return send_to_hub_jobs(ctx, profile, kind, form, hub, list(values))
