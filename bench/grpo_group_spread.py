@@ -41,10 +41,12 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--prompt_seed", type=int, default=555)
+    ap.add_argument("--base_model", default=None, help="Base FluxPipeline folder; default: the shipped toy FLUX.")
+    ap.add_argument("--reward", default="spatialscore", help="Scorer for the spread and best-of-G columns.")
     args = ap.parse_args()
     n, g = args.prompts, args.group
-    policy = FluxPolicy(load_pipeline(GenerationConfig.for_preset("toy", lora=None)), rank=4, alpha=4)
-    scorer = load_scorer("spatialscore")
+    policy = FluxPolicy(load_pipeline(GenerationConfig.for_preset("toy", base_model=args.base_model, lora=None)), rank=4, alpha=4)
+    scorer = load_scorer(args.reward)
     prompts = [p for p in sample_prompts(n, args.prompt_seed) for _ in range(g)]
     cond, guidance = policy.encode(prompts), policy.guidance(3.5, len(prompts))
     sigmas = policy.sigmas(args.steps, 32)
