@@ -45,7 +45,8 @@ def main() -> None:
     ap.add_argument("--reward", default="spatialscore", help="Scorer for the spread and best-of-G columns.")
     args = ap.parse_args()
     n, g = args.prompts, args.group
-    policy = FluxPolicy(load_pipeline(GenerationConfig.for_preset("toy", base_model=args.base_model, lora=None)), rank=4, alpha=4)
+    pipe = load_pipeline(GenerationConfig.for_preset("toy", base_model=args.base_model))
+    policy = FluxPolicy(pipe, rank=4, alpha=4)
     scorer = load_scorer(args.reward)
     prompts = [p for p in sample_prompts(n, args.prompt_seed) for _ in range(g)]
     cond, guidance = policy.encode(prompts), policy.guidance(3.5, len(prompts))
