@@ -65,11 +65,16 @@ class HubJobConfig:
             raise ValueError(f"--timeout must look like 30m, 8h or 3600, got {self.timeout!r}")
 
 
-def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
-    """The container's command: copy the mounted code, install it, train, upload the run."""
+def check_unmanaged(trainer_args: list[str]) -> None:
+    """Refuse the trainer flags the job sets itself (where the run lives, whether it resumes)."""
     for name in MANAGED_SETTINGS:
         if f"--{name}" in trainer_args:
             raise ValueError(f"leave out --{name}; the job writes to runs/<run_name> and uploads it")
+
+
+def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
+    """The container's command: copy the mounted code, install it, train, upload the run."""
+    check_unmanaged(trainer_args)
     run_dir = f"runs/{cfg.run_name}"
     train = ["accelerate", "launch", "--num_processes", str(cfg.num_processes), "-m", TRAINERS[cfg.kind],
              "--output_dir", run_dir, *trainer_args]  # fmt: skip
@@ -93,10 +98,11 @@ def submit(cfg: HubJobConfig, trainer_args: list[str], token: str | None = None,
     from huggingface_hub.errors import HfHubHTTPError
 
     api = api or HfApi()
+    command = job_command(cfg, trainer_args)  # outside the try: a bad flag is a ValueError, not a Hub error
     try:
         return api.run_job(
             image=cfg.image,
-            command=job_command(cfg, trainer_args),
+            command=command,
             secrets={"HF_TOKEN": token} if token else None,
             flavor=cfg.flavor,
             timeout=cfg.timeout,

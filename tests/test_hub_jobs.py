@@ -73,6 +73,14 @@ def test_trainer_arguments_with_shell_characters_stay_single_arguments():
     assert "--prompts 'my prompts.txt; rm -rf /'" in script
 
 
+def test_a_flag_the_job_sets_itself_is_refused_as_bad_input_before_the_hub_is_called(hub, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    endpoint, received = hub
+    with pytest.raises(ValueError, match="leave out --resume"):
+        submit(CFG, ["--iterations", "5", "--resume", "true"], token=TOKEN, api=HfApi(endpoint=endpoint))
+    assert received == []
+
+
 def run_cli(args, endpoint):
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "0"}
     return subprocess.run([sys.executable, "-m", "training.launch_hub_job", *args], env=env,

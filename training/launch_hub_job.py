@@ -13,7 +13,7 @@ import json
 import sys
 
 from spatial.cli import parse_config
-from spatial.hub_jobs import HubJobConfig, HubJobError, job_command, run_url, submit
+from spatial.hub_jobs import HubJobConfig, HubJobError, check_unmanaged, job_command, run_url, submit
 
 
 def check_trainer_args(kind: str, args: list[str]) -> None:
@@ -27,7 +27,7 @@ def check_trainer_args(kind: str, args: list[str]) -> None:
 
         parse_config(RewardTrainingConfig, args, prog="training.train_reward")
     try:
-        job_command(HubJobConfig(), args)  # refuses the settings the job itself sets
+        check_unmanaged(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
