@@ -68,3 +68,20 @@ def test_bad_arguments_give_one_line_and_a_nonzero_exit(pairs_dir, tmp_path, cap
     assert len(err) == 1 and err[0].startswith("error: cannot load pairs")
     assert cli.main(["reward", "--checkpoint", str(tmp_path), "--pairs", str(pairs_dir)]) == 1
     assert "neither a SpatialScore checkpoint" in capsys.readouterr().err
+
+
+def test_auto_split_finds_the_test_split_of_a_parquet_dataset_too(pairs_dir, tmp_path, capsys):
+    # The layout an annotation export takes on the Hub: data/{split}-*.parquet, no metadata.jsonl.
+    import datasets
+
+    (tmp_path / "data").mkdir()
+    for split in ("train", "test"):
+        rows = load_pairs(str(pairs_dir), split)
+        ds = datasets.Dataset.from_dict(
+            {"prompt": [r.prompt for r in rows], "chosen": [r.chosen for r in rows], "rejected": [r.rejected for r in rows]},
+            features=datasets.Features({"prompt": datasets.Value("string"), "chosen": datasets.Image(), "rejected": datasets.Image()}),
+        )
+        ds.to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    assert cli.main(["reward", "--checkpoint", "oracle", "--pairs", str(tmp_path)]) == 0
+    out = last_json(capsys)
+    assert out["split"] == "test" and out["n"] == 6 and out["accuracy"] == 1.0

@@ -73,15 +73,25 @@ class PairRow:
             raise BadRowError(f"{self.where}: {e}") from None
 
 
-def splits_of(source: str) -> list[str]:
+def splits_of(source: str, **hub_kwargs) -> list[str]:
+    """Split names of a pairs folder or a `datasets` source; [] when it cannot be read."""
     root = Path(source)
-    return sorted(p.parent.name for p in root.glob("*/metadata.jsonl")) if root.is_dir() else []
+    if root.is_dir():
+        names = sorted(p.parent.name for p in root.glob("*/metadata.jsonl"))
+        if names or not any(root.iterdir()):
+            return names
+    import datasets
+
+    try:
+        return sorted(datasets.get_dataset_split_names(source, **hub_kwargs))
+    except Exception:  # unreachable Hub, unknown layout: the caller's load gives the clear message
+        return []
 
 
 def load_pairs(source: str, split: str = "train", **hub_kwargs) -> list[PairRow]:
     """All rows of one split (`all`: every split of a folder, in name order)."""
     root = Path(source)
-    if root.is_dir() and splits_of(source):
+    if root.is_dir() and any(root.glob("*/metadata.jsonl")):
         names = splits_of(source) if split == "all" else [split]
         rows = []
         for name in names:

@@ -169,7 +169,8 @@ class RewardTrainer:
         train, test = [], []
         for source in sources:
             train += load_pairs(source, "train")
-            has_test = "test" in splits_of(source) if Path(source).is_dir() else True
+            names = splits_of(source)
+            has_test = "test" in names or not names  # unknown splits: try loading one
             try:
                 test += load_pairs(source, "test") if has_test else []
             except DatasetError:
