@@ -15,30 +15,42 @@ from tests.test_reward_model import tiny_backbone
 pytestmark = pytest.mark.slow
 
 
-def _train(tmp_path, processes):
+def _launch(tmp_path, processes, *extra, timeout=600):
     args = ["--pairs", str(tmp_path / "pairs"), "--backbone", str(tmp_path / "vlm"), "--output_dir", str(tmp_path / f"out{processes}"),
-            "--steps", "2", "--batch_size", "4", "--lora_rank", "2", "--mc_samples", "64", "--threads", "1",
-            "--learning_rate", "1e-3", "--checkpoint_every", "100", "--eval_every", "100"]  # fmt: skip
+            "--steps", "3", "--batch_size", "4", "--lora_rank", "2", "--mc_samples", "64", "--threads", "1",
+            "--learning_rate", "1e-3", "--checkpoint_every", "100", "--eval_every", "100", *extra]  # fmt: skip
     if processes == 1:
         cmd = [sys.executable, "-m", "training.train_reward", *args]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
                "--num_processes", "2", "-m", "training.train_reward", *args]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _train(tmp_path, processes):
+    proc = _launch(tmp_path, processes)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / f"out{processes}"
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     weights = {**load_file(str(out / "adapter" / "adapter_model.safetensors")), **load_file(str(out / "head.safetensors"))}
-    return metrics, weights
+    return metrics, weights, json.loads((out / "summary.json").read_text())
 
 
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     write_pairs(tmp_path / "pairs", 12, seed=2, size=32)
+    # Two undecodable training rows: every process must skip the same ones and refill the global batch
+    # the way one process does (a rank must never take over its neighbour's pair).
+    from spatial.reward.data import load_pairs
+
+    train = load_pairs(str(tmp_path / "pairs"), "train")
+    for row in (train[1], train[4]):
+        open(row.rejected, "wb").write(b"broken")
     tiny_backbone(tmp_path / "vlm")
-    m1, w1 = _train(tmp_path, 1)
-    m2, w2 = _train(tmp_path, 2)
-    # Same loss and accuracy over the global batch at every step (the first step sees identical weights).
-    assert m1[0]["loss"] == pytest.approx(m2[0]["loss"], rel=1e-4)
+    m1, w1, s1 = _train(tmp_path, 1)
+    m2, w2, s2 = _train(tmp_path, 2)
+    assert s1["skipped_pairs"] == s2["skipped_pairs"] == 2
+    # Same loss and accuracy over the global batch at every step.
+    assert [r["loss"] for r in m1] == pytest.approx([r["loss"] for r in m2], rel=1e-4)
     assert [r["accuracy"] for r in m1] == [r["accuracy"] for r in m2]
     assert w1.keys() == w2.keys()
     # Adam's first steps are about lr * sign(grad), so an element whose gradient is 0 up to float noise
@@ -48,3 +60,16 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     assert close.float().mean() > 0.995
     moved = [k for k in w1 if "lora_B" in k]
     assert moved and all(w1[k].abs().sum() > 0 for k in moved)
+
+
+def test_a_bad_row_in_stop_mode_ends_every_process_with_the_row_named(tmp_path):
+    write_pairs(tmp_path / "pairs", 12, seed=2, size=32)
+    from spatial.reward.data import load_pairs
+
+    bad = load_pairs(str(tmp_path / "pairs"), "train")[4]
+    open(bad.rejected, "wb").write(b"broken")
+    tiny_backbone(tmp_path / "vlm")
+    # A rank that raised alone would leave the other waiting in a collective until the timeout.
+    proc = _launch(tmp_path, 2, "--on_bad_row", "stop", timeout=120)
+    assert proc.returncode != 0
+    assert f"{bad.where}: rejected image does not decode" in proc.stderr

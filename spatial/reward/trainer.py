@@ -181,7 +181,19 @@ class RewardTrainer:
             raise DatasetError(f"{', '.join(sources)} has no usable training pairs")
         if c.eval_pairs:
             test = test[: c.eval_pairs]
-        return train, test
+        # Every process checks every test row now, so a bad one cannot stop a single rank mid-evaluation
+        # (the others would wait for it in the all-reduce) or after an optimiser step.
+        return train, self.check_images(test)
+
+    def check_images(self, rows: list[PairRow]) -> list[PairRow]:
+        good = []
+        for r in rows:
+            try:
+                r.decode()
+                good.append(r)
+            except BadRowError as e:
+                self.bad_row(e)
+        return good
 
     def check_prompts(self, rows: list[PairRow]) -> list[PairRow]:
         good = []
@@ -201,7 +213,11 @@ class RewardTrainer:
                 print(f"skipping bad pair: {err}", file=sys.stderr, flush=True)
 
     def decode_batch(self, rows: list[PairRow], order: list[int], start: int, count: int):
-        """`count` decodable pairs from order[start:], replacing bad ones with the next in order."""
+        """`count` decodable pairs from order[start:], replacing bad ones with the next in order.
+
+        Every process decodes the whole global batch and keeps its slice: all ranks then agree on which
+        rows were bad (a `stop` raises on all of them together, a skip never hands one pair to two ranks).
+        """
         out, k = [], start
         while len(out) < count:
             row = rows[order[k % len(order)]]
@@ -289,7 +305,7 @@ class RewardTrainer:
             for step in range(start, c.steps):
                 epoch, k = divmod(step, per_epoch)
                 order = self.order(len(train), epoch)
-                batch = self.decode_batch(train, order, k * c.batch_size + lo, local)
+                batch = self.decode_batch(train, order, k * c.batch_size, c.batch_size)[lo : lo + local]
                 prompts = [p for p, _, _ in batch]
                 enc = acc.unwrap_model(model).encode(prompts * 2, [w for _, w, _ in batch] + [l for _, _, l in batch])
                 with acc.autocast():
@@ -347,13 +363,7 @@ class RewardTrainer:
         correct = torch.zeros(2, device=acc.device)
         for k in range(0, len(mine), 32):
             batch = []
-            for row in mine[k : k + 32]:
-                try:
-                    batch.append(row.decode())
-                except BadRowError as e:
-                    self.bad_row(e)
-            if not batch:
-                continue
+            batch = [row.decode() for row in mine[k : k + 32]]  # rows were checked in load_data
             prompts = [p for p, _, _ in batch]
             r = model.score(prompts * 2, [w for _, w, _ in batch] + [l for _, _, l in batch], batch_size=64)
             n = len(batch)
