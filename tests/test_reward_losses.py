@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from spatial.reward.losses import bt_closed_loss, bt_mc_loss, prob_prefer, sigma_prior_kl
+from spatial.reward.losses import LOG_SIGMA_MAX, LOG_SIGMA_MIN, bt_closed_loss, bt_mc_loss, prob_prefer, sigma_prior_kl
 
 
 def t(*xs):
@@ -76,3 +76,21 @@ def test_prob_prefer_is_the_gaussian_comparison_and_is_symmetric():
     assert prob_prefer(2.0, 0.0, 1.0, 0.0).item() == 1.0
     assert prob_prefer(1.0, 0.0, 2.0, 0.0).item() == 0.0
     assert prob_prefer(1.0, 0.0, 1.0, 0.0).item() == 0.5
+
+
+def test_the_closed_form_also_shrinks_sigma_on_pairs_it_orders_right_and_grows_it_on_the_others():
+    log_sigma = torch.zeros(2, requires_grad=True, dtype=torch.float64)
+    bt_closed_loss(t(1.0, -1.0), log_sigma, t(0.0, 0.0), log_sigma.detach()).sum().backward()
+    assert log_sigma.grad[0] > 0 > log_sigma.grad[1]  # descent: right pair's sigma down, wrong pair's up
+
+
+def test_log_sigma_beyond_its_bounds_is_clamped_in_value_but_still_gets_a_gradient():
+    log_sigma = t(LOG_SIGMA_MIN - 3, LOG_SIGMA_MAX + 3).requires_grad_()
+    kl = sigma_prior_kl(log_sigma)
+    assert kl.tolist() == pytest.approx(sigma_prior_kl(t(LOG_SIGMA_MIN, LOG_SIGMA_MAX)).tolist())
+    kl.sum().backward()
+    # The prior pulls both back towards sigma0 = 1: up from below, down from above.
+    assert log_sigma.grad[0] < 0 < log_sigma.grad[1]
+    closed = t(0.0).requires_grad_()
+    bt_closed_loss(t(-1.0), closed - 20, t(0.0), t(0.0)).backward()
+    assert closed.grad.item() != 0.0

@@ -1,6 +1,7 @@
 """RewardTrainer end to end on a tiny Qwen2.5-VL: outputs, checkpoints, bad rows, resume, command line."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -120,3 +121,11 @@ def test_init_from_a_folder_that_is_not_a_checkpoint_is_refused_before_any_compu
     assert e.value.code == 2
     assert "is not a SpatialScore checkpoint folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_closed_form_loss_trains_too(setup, tmp_path):
+    out = RewardTrainer(config(setup, tmp_path / "closed", loss="closed", steps=2, checkpoint_every=100), progress=False).run()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    lora_b = [v for k, v in weights(out).items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)

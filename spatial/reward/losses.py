@@ -15,7 +15,13 @@ add against that: the KL divergence from N(mu, sigma^2) to N(mu, sigma0^2),
 a log barrier at sigma -> 0 that is flat near sigma0. With a small weight, sigma settles where the
 BT pressure and the barrier balance, which is larger for pairs the model still gets wrong (their
 BT gradient on sigma is weaker than the barrier's) than for pairs it separates by a wide margin.
-The closed form needs no regulariser: it raises sigma for mis-ordered pairs by itself.
+The closed form is no different in this respect: its sigma gradient has the sign of the error, so
+sigma grows on mis-ordered pairs and still shrinks towards 0 on every pair it orders right; it gets
+the same prior term.
+
+log sigma is bounded to [LOG_SIGMA_MIN, LOG_SIGMA_MAX] with a straight-through clamp: the value is
+clamped (no overflow, no zero variance), the gradient passes as if it were not, so a head that
+overshoots the bound is still pulled back by the loss instead of sitting in a flat region.
 """
 
 from __future__ import annotations
@@ -28,8 +34,13 @@ import torch.nn.functional as F
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 4.0
 
 
+def bounded_log_sigma(log_sigma: torch.Tensor) -> torch.Tensor:
+    """The clamped value with the identity's gradient (straight-through)."""
+    return log_sigma + (log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX) - log_sigma).detach()
+
+
 def sigma_from_log(log_sigma: torch.Tensor) -> torch.Tensor:
-    return log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX).exp()
+    return bounded_log_sigma(log_sigma).exp()
 
 
 def bt_mc_loss(mu_w, log_sigma_w, mu_l, log_sigma_l, eps_w: torch.Tensor, eps_l: torch.Tensor) -> torch.Tensor:
@@ -47,7 +58,7 @@ def bt_closed_loss(mu_w, log_sigma_w, mu_l, log_sigma_l) -> torch.Tensor:
 
 def sigma_prior_kl(log_sigma: torch.Tensor, sigma0: float = 1.0) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(mu, sigma0^2)) per score."""
-    ls = log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+    ls = bounded_log_sigma(log_sigma)
     return math.log(sigma0) - ls + torch.exp(2 * ls) / (2 * sigma0**2) - 0.5
 
 
