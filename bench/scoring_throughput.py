@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     images = [render(e.scene, args.resolution) for e in examples]
     rows = []
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # each row's peak is its own batch size's
         score(prompts[: max(bs, 2)], images[: max(bs, 2)], bs)  # warm-up
         rates = []
         for _ in range(args.repeats):
