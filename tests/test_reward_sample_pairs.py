@@ -35,6 +35,8 @@ def test_pairs_respect_the_margin_put_the_better_sample_first_and_use_a_sample_a
     assert max(uses.count(i) for i in set(uses)) <= 2
     assert choose_pairs(grades, 6, 0.5, random.Random(0)) == pairs
     assert choose_pairs([1.0, 1.2, 0.9], 3, 0.5, random.Random(0)) == []
+    # Margin 0 still means a strict preference: no sample paired with itself, no tie.
+    assert sorted(choose_pairs([1.0, 1.0, 0.5], 6, 0.0, random.Random(0))) == [(0, 2), (1, 2)]
 
 
 @pytest.fixture(scope="module")

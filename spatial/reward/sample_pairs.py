@@ -99,8 +99,10 @@ def grade(verdict) -> float:
 
 def choose_pairs(grades: list[float], n: int, margin: float, rng: random.Random) -> list[tuple[int, int]]:
     """Up to n (better, worse) index pairs with grade difference >= margin, in random order, each
-    sample in at most two pairs (so one lucky sample does not make every pair)."""
-    candidates = [(i, j) for i in range(len(grades)) for j in range(len(grades)) if grades[i] - grades[j] >= margin]
+    sample in at most two pairs (so one lucky sample does not make every pair). The better grade is
+    strictly higher even at margin 0: a tie (or a sample against itself) states no preference."""
+    candidates = [(i, j) for i in range(len(grades)) for j in range(len(grades))
+                  if grades[i] > grades[j] and grades[i] - grades[j] >= margin]  # fmt: skip
     rng.shuffle(candidates)
     used: dict[int, int] = {}
     out = []
