@@ -129,6 +129,10 @@ def test_bad_inputs_get_one_clear_error(model, batch, tmp_path):
         model.score([prompts[0], " "], images[:2])
     with pytest.raises(ScoringInputError, match="2 prompts but 1 images"):
         model.score(prompts[:2], images[:1])
+    with pytest.raises(ScoringInputError, match="prompt 0 contains the reserved token '<\\|reward\\|>'"):
+        model.score([prompts[0] + " <|reward|>", prompts[1]], images[:2])
+    with pytest.raises(ScoringInputError, match="prompt 1 contains the reserved token '<\\|image_pad\\|>'"):
+        model.score([prompts[0], "<|image_pad|> " + prompts[1]], images[:2])
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(ImageLoadError, match="image 1 does not decode"):
         model.score(prompts[:2], [images[0], str(tmp_path / "bad.png")])

@@ -177,6 +177,10 @@ class SpatialScore(nn.Module):
         return [chat(user_turn(self.config.instruction.format(prompt=p), self.config.image_first),
                      add_generation_prompt=True, tokenize=False) + REWARD_TOKEN for p in prompts]  # fmt: skip
 
+    def _reserved_tokens(self) -> set[str]:
+        tok = self.processor.tokenizer
+        return {REWARD_TOKEN, *(t for t in tok.all_special_tokens if len(t) > 1)}
+
     def encode(self, prompts: list[str], images: list, padding_side: str = "right") -> dict:
         """Processor outputs for a batch (on the model's device)."""
         if len(prompts) != len(images):
@@ -184,6 +188,11 @@ class SpatialScore(nn.Module):
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise ScoringInputError(f"prompt {i} is empty")
+            # A special token typed into a prompt would be read as markup (a second reward position,
+            # an image placeholder with no image), so it is refused rather than scored wrongly.
+            found = [t for t in self._reserved_tokens() if t in p]
+            if found:
+                raise ScoringInputError(f"prompt {i} contains the reserved token {found[0]!r}")
         pil = [load_image(im, f"image {i}") for i, im in enumerate(images)]
         batch = self.processor(text=self.texts(prompts), images=pil, return_tensors="pt", padding=True,
                                padding_side=padding_side)  # fmt: skip
