@@ -90,6 +90,9 @@ def test_the_command_line_reports_bad_input_in_one_line(setup, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         train_reward.main(["--loss", "hinge"])
     assert e.value.code == 2 and capsys.readouterr().err.strip() == "error: loss must be mc or closed"
+    with pytest.raises(SystemExit):
+        train_reward.main(["--keep_checkpoints", "0"])
+    assert "keep_checkpoints must be at least 1" in capsys.readouterr().err
 
 
 def test_several_pair_sources_joined_by_commas_are_trained_and_evaluated_together(setup, tmp_path):

@@ -33,12 +33,12 @@ from spatial.world.vocab import PHRASES
 
 from .config import JUDGE_QUESTION
 from .processing import user_turn
-from .toy import ToyVLMConfig, build_toy_backbone
+from .toy import ToyVLMConfig, build_toy_backbone, object_names
 
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 TASKS = ("where", "list", "yesno", "judge")
-OBJECT_NAMES = [f"{c} {s}" for c in COLOURS for s in SHAPES]
+OBJECT_NAMES = object_names()
 RELATION_MARGIN = 0.08  # centre offsets within this (image fractions) count as "neither side"
 
 
@@ -325,7 +325,7 @@ class VLMPretrainer:
         heads.to(self.device)
         params = list(model.parameters()) + list(heads.parameters())
         opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.01, betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / c.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / c.steps))))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / c.steps))))
         ckpt = self.out / "checkpoint.pt"
         start = 0
         if ckpt.exists():

@@ -110,6 +110,8 @@ class RewardTrainingConfig:
             raise ValueError("sigma_prior must be positive and sigma_reg non-negative")
         if self.checkpoint_every <= 0 or self.eval_every <= 0:
             raise ValueError("checkpoint_every and eval_every must be positive")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be at least 1 (resume needs the newest checkpoint)")
         if self.init_from and not (Path(self.init_from) / "spatialscore_config.json").is_file():
             raise ValueError(f"init_from {self.init_from!r} is not a SpatialScore checkpoint folder (no spatialscore_config.json)")
 
