@@ -56,15 +56,7 @@ def _valid(orig: PromptSpec, new: PromptSpec, scene: Scene, cfg: WorldConfig) ->
 
 
 def _canonical(spec: PromptSpec) -> PromptSpec:
-    """Renumber objects in order of first mention (how the text reads)."""
-    order: list[int] = []
-    for r in spec.relations:
-        order += [k for k in (r.subject, r.object) if k not in order]
-    remap = {old: new for new, old in enumerate(order)}
-    return PromptSpec(
-        tuple(spec.objects[k] for k in order),
-        tuple(Relation(remap[r.subject], r.predicate, remap[r.object]) for r in spec.relations),
-    )
+    return spec.renumbered(spec.mention_order())
 
 
 def _move(scene: Scene, name: tuple[str, str], rng, cfg: WorldConfig) -> Scene:

@@ -251,15 +251,9 @@ def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
             relations.append((i, rng.choice(clear[(i, j)]), j))
         rng.shuffle(relations)
         # Number objects in order of first mention, as the prompt text will read.
-        mention: list[int] = []
-        for i, _, j in relations:
-            mention += [k for k in (i, j) if k not in mention]
-        remap = {old: new for new, old in enumerate(mention)}
-        named = [objs[k] for k in mention]
-        spec = PromptSpec(
-            objects=tuple((o.colour, o.shape) for o in named),
-            relations=tuple(Relation(remap[i], p, remap[j]) for i, p, j in relations),
-        )
+        spec = PromptSpec(tuple((o.colour, o.shape) for o in objs), tuple(Relation(i, p, j) for i, p, j in relations))
+        mention = spec.mention_order()
+        spec, named = spec.renumbered(mention), [objs[k] for k in mention]
         tint = background(rng)  # drawn even when fixed, so the rng stream (and the prompt) stays the same
         if cfg.canonical:
             named = canonical_layout(spec, named, cfg) or named

@@ -70,6 +70,19 @@ class PromptSpec:
     def names(self) -> list[str]:
         return [f"{c} {s}" for c, s in self.objects]
 
+    def mention_order(self) -> list[int]:
+        """Object indices in order of first mention in the relations (how the prompt text reads)."""
+        order: list[int] = []
+        for r in self.relations:
+            order += [k for k in (r.subject, r.object) if k not in order]
+        return order
+
+    def renumbered(self, order: list[int]) -> PromptSpec:
+        """The same request with object `order[k]` renamed k (objects not in `order` dropped)."""
+        new = {old: k for k, old in enumerate(order)}
+        return PromptSpec(tuple(self.objects[k] for k in order),
+                          tuple(Relation(new[r.subject], r.predicate, new[r.object]) for r in self.relations))  # fmt: skip
+
     def describe(self) -> list[str]:
         n = self.names()
         return [f"{n[r.subject]} {r.predicate} {n[r.object]}" for r in self.relations]
