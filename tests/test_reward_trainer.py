@@ -64,7 +64,12 @@ def test_a_bad_row_stops_after_a_checkpoint_and_the_rerun_resumes_to_the_same_we
         trainer.run()
     assert (tmp_path / "stopped" / "checkpoints" / "step-2" / "trainer_state.pt").is_file()
     open(row.chosen, "wb").write(original)
+    # As if a crash had come after step 3 was logged but before its checkpoint: that row is redone.
+    with open(tmp_path / "stopped" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "loss": 99.0}) + "\n" + '{"step": 4, "lo')
     resumed = RewardTrainer(config(setup, tmp_path / "stopped", pairs=str(pairs), on_bad_row="stop"), progress=False).run()
+    rows = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["loss"] != 99.0
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -80,6 +85,21 @@ def test_a_bad_row_is_skipped_when_asked_and_named_in_the_log(setup, tmp_path, c
     out = RewardTrainer(cfg, progress=False).run()
     assert json.loads((out / "summary.json").read_text())["skipped_pairs"] == 1
     assert "skipping bad pair" in capsys.readouterr().err and "metadata.jsonl:1" in train[0].where
+
+
+def test_a_resumed_run_still_counts_the_rows_skipped_before_its_checkpoint(setup, tmp_path):
+    pairs = tmp_path / "pairs"
+    shutil.copytree(setup[1], pairs)
+    train = load_pairs(str(pairs), "train")
+    cfg = config(setup, tmp_path / "run", pairs=str(pairs), steps=6, on_bad_row="skip")
+    trainer = RewardTrainer(cfg, progress=False)
+    # A row of step 1 that the steps redone after resuming from step 4 (5: epoch 0, 6: epoch 1) never see.
+    redone = trainer.order(len(train), 0)[16:] + trainer.order(len(train), 1)[:8]
+    bad = next(i for i in trainer.order(len(train), 0)[:4] if i not in redone)
+    open(train[bad].rejected, "wb").write(b"broken")
+    trainer.run()
+    again = RewardTrainer(cfg, progress=False).run()  # resumes from step-4
+    assert json.loads((again / "summary.json").read_text())["skipped_pairs"] == 1
 
 
 def test_the_command_line_reports_bad_input_in_one_line(setup, tmp_path, capsys):

@@ -249,13 +249,28 @@ class RewardTrainer:
             tmp = self.ckpt_dir / f".tmp-step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
             self.acc.unwrap_model(model).save_pretrained(tmp)
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}, tmp / "trainer_state.pt")
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                        "skipped": sorted(self.skipped)}, tmp / "trainer_state.pt")  # fmt: skip
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)  # a checkpoint appears whole or not at all
             done = sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in done[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
+
+    def open_metrics(self, start: int):
+        """metrics.jsonl for appending, without rows past `start` (steps a resumed run will redo)."""
+        path = self.out / "metrics.jsonl"
+        kept = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= start:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut off by the interruption
+        path.write_text("".join(x + "\n" for x in kept))
+        return open(path, "a")
 
     def load_checkpoint(self, model: SpatialScore, path: Path) -> None:
         from peft import set_peft_model_state_dict
@@ -271,10 +286,12 @@ class RewardTrainer:
         t0 = time.perf_counter()
         train, test = self.load_data()
         torch.manual_seed(c.seed)
+        # mixed_precision "no" means fp32 weights too, not bf16 weights without autocast.
+        dtype = torch.float32 if acc.mixed_precision == "no" else None
         if c.init_from:
-            model = SpatialScore.from_pretrained(c.init_from, device=acc.device, trainable=True)
+            model = SpatialScore.from_pretrained(c.init_from, device=acc.device, dtype=dtype, trainable=True)
         else:
-            model = SpatialScore.from_backbone(c.model_config(), device=acc.device)
+            model = SpatialScore.from_backbone(c.model_config(), device=acc.device, dtype=dtype)
         if c.gradient_checkpointing:
             model.vlm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         resume_from = self.latest_checkpoint() if c.resume else None
@@ -291,10 +308,11 @@ class RewardTrainer:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start = state["step"]
+            self.skipped |= set(state.get("skipped", []))
         self.out.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             (self.out / "train_config.json").write_text(json.dumps(asdict(c), indent=1))
-        metrics = open(self.out / "metrics.jsonl", "a") if acc.is_main_process else None
+        metrics = self.open_metrics(start) if acc.is_main_process else None
         from tqdm.auto import tqdm
 
         bar = tqdm(total=c.steps, initial=start, desc="train SpatialScore", disable=not self.progress)
