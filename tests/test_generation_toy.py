@@ -108,7 +108,8 @@ def test_a_saved_toy_loads_with_flux_pipeline_from_pretrained_and_renders_the_sa
 
 
 def tiny_training(out: Path, **kw) -> PretrainConfig:
-    defaults = dict(examples=64, vae_steps=4, vae_batch=4, steps=6, batch=4, warmup=2, checkpoint_every=2, probe_every=0)
+    defaults = dict(examples=64, vae_steps=4, vae_batch=4, steps=6, batch=4, warmup=2, checkpoint_every=2, probe_every=0,
+                    log_every=1)
     return PretrainConfig(out=str(out), **{**defaults, **kw})
 
 
@@ -126,12 +127,19 @@ def test_pretraining_writes_a_pipeline_folder_and_resumes_to_the_same_weights(tm
     with pytest.raises(KeyboardInterrupt):
         stopped.run()
     assert (tmp_path / "resumed" / "checkpoints" / "transformer.pt").is_file()
+    with open(tmp_path / "resumed" / "pretrain_log.jsonl", "a") as f:  # as if logged after the checkpoint
+        f.write(json.dumps({"stage": "transformer", "step": 5, "loss": 99.0}) + "\n" + '{"stage": "tra')
     resumed = ToyPretrainer(tiny_training(tmp_path / "resumed"), TINY).run()
 
     a = FluxPipeline.from_pretrained(straight).transformer.state_dict()
     b = FluxPipeline.from_pretrained(resumed).transformer.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (resumed / "checkpoints").exists()
+    # The log holds each step once, as a run that never stopped writes it.
+    def logged(folder):
+        return [(r["stage"], r.get("step")) for r in map(json.loads, (folder / "pretrain_log.jsonl").read_text().splitlines())]
+
+    assert logged(resumed) == logged(straight) and ("transformer", 4) in logged(straight)
     assert json.loads((resumed / "pretrain_summary.json").read_text())["config"]["steps"] == 6
 
 

@@ -117,10 +117,12 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     again.config.iterations = 3
     saved = {k: v.clone() for k, v in __import__("safetensors.torch", fromlist=["load_file"]).load_file(
         str(tmp_path / "run" / "checkpoint-2" / "pytorch_lora_weights.safetensors")).items()}
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:  # a row past the checkpoint, then a cut-off line
+        f.write(json.dumps({"iteration": 3, "step": 3, "loss": 99.0}) + "\n" + '{"iteration": 4, "lo')
     history = again.train()
     assert [h.iteration for h in history] == [3]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] != 99.0
     assert saved  # the checkpoint it resumed from holds the adapter
 
 

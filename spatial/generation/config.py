@@ -191,6 +191,8 @@ class PretrainConfig:
     """Decay of the weight average that is saved (0 saves the raw weights)."""
     checkpoint_every: int = 500
     """Save a resumable checkpoint every this many steps (both stages)."""
+    log_every: int = 50
+    """Append a row to `out/pretrain_log.jsonl` every this many steps (both stages)."""
     probe_every: int = 600
     """Every this many steps, render `probe_prompts` held-out prompts and log the oracle's accuracy (0: never)."""
     probe_prompts: int = 32
@@ -215,8 +217,8 @@ class PretrainConfig:
             raise ValueError(f"model must be a JSON object of ToyFluxConfig fields ({e})") from None
 
     def validate(self) -> None:
-        for name in ("examples", "vae_steps", "vae_batch", "steps", "batch", "checkpoint_every", "threads",
-                     "probe_prompts"):  # fmt: skip
+        for name in ("examples", "vae_steps", "vae_batch", "steps", "batch", "checkpoint_every", "log_every",
+                     "threads", "probe_prompts"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.snap < 0 or not 0 <= self.background <= 255:

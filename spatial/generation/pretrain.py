@@ -31,6 +31,7 @@ from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _g
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from tqdm.auto import tqdm
 
+from spatial.runlog import trim_jsonl
 from spatial.world import WorldConfig, check, example_seed, render, sample_example, sample_prompts
 
 from . import sampling
@@ -205,7 +206,7 @@ class ToyPretrainer:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             bar.set_postfix(mse=f"{mean_mse:.4f}")
-            if (step + 1) % 50 == 0:
+            if (step + 1) % c.log_every == 0:
                 self.log({"stage": "vae", "step": step + 1, "mse": mean_mse, "kl": kl.item()})
             if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.vae_steps or self._stop:
                 self._save("vae", [vae], opt, step + 1)
@@ -317,7 +318,7 @@ class ToyPretrainer:
             opt.step()
             self._ema_update(ema, modules, step)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
-            if (step + 1) % 50 == 0:
+            if (step + 1) % c.log_every == 0:
                 # auxiliary losses: this process's part scaled as a global mean (exact on one process); log only
                 self.log({"stage": "transformer", "step": step + 1, "loss": mean_loss, "lr": lr,
                           **{k: v.item() for k, v in extras.items()}})  # fmt: skip
@@ -455,4 +456,7 @@ class ToyPretrainer:
             for e, sd in zip(ema, state["ema"]):
                 e.load_state_dict(sd)
         self.gen.set_state(state["gen"])
+        if self.main:  # the steps after the checkpoint are redone: drop what they logged
+            stages = {"vae": ("vae",), "transformer": ("transformer", "probe")}[name]
+            trim_jsonl(self.log_path, lambda r: r.get("stage") not in stages or r.get("step", 0) <= state["step"])
         return state["step"]

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from spatial.runlog import steps_up_to, trim_jsonl
 from spatial.world import COLOURS, SHAPES, Scene, WorldConfig, example_seed, render, sample_example, sample_pair
 from spatial.world.scene import CLEAR, CLEARLY_NOT, direction_cosine
 from spatial.world.vocab import PHRASES
@@ -340,6 +341,7 @@ class VLMPretrainer:
         weights = c.task_weights()
         names, w = list(weights), list(weights.values())
         self.out.mkdir(parents=True, exist_ok=True)
+        trim_jsonl(self.out / "metrics.jsonl", steps_up_to(start))  # a resumed run redoes the steps after `start`
         metrics = open(self.out / "metrics.jsonl", "a")
         bar = tqdm(range(start, c.steps), desc="pretrain toy VLM", disable=not self.progress, initial=start, total=c.steps)
         model.train()

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from .config import SpatialScoreConfig
+from spatial.runlog import steps_up_to, trim_jsonl
+
 from .data import BadRowError, DatasetError, PairRow, ensure_pairs, load_pairs, splits_of
 from .losses import bt_closed_loss, bt_mc_loss, sigma_from_log, sigma_prior_kl
 from .model import SpatialScore
@@ -260,17 +262,8 @@ class RewardTrainer:
 
     def open_metrics(self, start: int):
         """metrics.jsonl for appending, without rows past `start` (steps a resumed run will redo)."""
-        path = self.out / "metrics.jsonl"
-        kept = []
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= start:
-                        kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut off by the interruption
-        path.write_text("".join(x + "\n" for x in kept))
-        return open(path, "a")
+        trim_jsonl(self.out / "metrics.jsonl", steps_up_to(start))
+        return open(self.out / "metrics.jsonl", "a")
 
     def load_checkpoint(self, model: SpatialScore, path: Path) -> None:
         from peft import set_peft_model_state_dict

@@ -22,6 +22,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from spatial.runlog import steps_up_to, trim_jsonl
+
 from .advantages import group_advantages
 from .config import GRPOConfig
 from .loss import grpo_loss
@@ -272,6 +274,7 @@ class GRPOTrainer:
         self.start_iteration = state["iteration"]
         self.nfe_total = state.get("nfe_total", 0)
         if self.accelerator.is_main_process:
+            trim_jsonl(self.out / "metrics.jsonl", steps_up_to(self.start_iteration, "iteration"))
             print(f"resuming from {last.name} (iteration {self.start_iteration})", flush=True)
 
     def _log(self, row: dict) -> None:
