@@ -99,3 +99,20 @@ def test_load_image_accepts_pil_paths_and_bytes_and_names_what_failed(tmp_path):
     assert load_image((tmp_path / "a.png").read_bytes()).size == (8, 8)
     with pytest.raises(ImageLoadError, match="image 3: no such file"):
         load_image(str(tmp_path / "missing.png"), "image 3")
+
+
+def test_default_pairs_are_written_whole_or_not_at_all(tmp_path):
+    from spatial.reward.data import ensure_pairs
+
+    folder = tmp_path / "pairs"
+    (tmp_path / "pairs.partial" / "train").mkdir(parents=True)  # left by an interrupted run
+    (tmp_path / "pairs.partial" / "train" / "metadata.jsonl").write_text('{"prompt": "half"}\n')
+    ensure_pairs(str(folder), 6, seed=3, size=16)
+    assert not (tmp_path / "pairs.partial").exists()
+    assert len(load_pairs(str(folder), "all")) == 6
+    ensure_pairs(str(folder), 50, seed=3, size=16)  # already there: kept as it is
+    assert len(load_pairs(str(folder), "all")) == 6
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="holds files but no pairs"):
+        ensure_pairs(str(tmp_path / "junk"), 6, seed=3)

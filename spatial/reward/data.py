@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def splits_of(source: str, **hub_kwargs) -> list[str]:
     """Split names of a pairs folder or a `datasets` source; [] when it cannot be read."""
     root = Path(source)
     if root.is_dir():
-        names = sorted(p.parent.name for p in root.glob("*/metadata.jsonl"))
+        names = _folder_splits(root)
         if names or not any(root.iterdir()):
             return names
     import datasets
@@ -88,11 +89,16 @@ def splits_of(source: str, **hub_kwargs) -> list[str]:
         return []
 
 
+def _folder_splits(root: Path) -> list[str]:
+    """Splits of a pair folder in the layout `write_pairs` and the annotation export write."""
+    return sorted(p.parent.name for p in root.glob("*/metadata.jsonl")) if root.is_dir() else []
+
+
 def load_pairs(source: str, split: str = "train", **hub_kwargs) -> list[PairRow]:
     """All rows of one split (`all`: every split of a folder, in name order)."""
     root = Path(source)
-    if root.is_dir() and any(root.glob("*/metadata.jsonl")):
-        names = splits_of(source) if split == "all" else [split]
+    if _folder_splits(root):
+        names = _folder_splits(root) if split == "all" else [split]
         rows = []
         for name in names:
             rows += _folder_rows(root, name)
@@ -105,7 +111,7 @@ def load_pairs(source: str, split: str = "train", **hub_kwargs) -> list[PairRow]
 def _folder_rows(root: Path, split: str) -> list[PairRow]:
     meta = root / split / "metadata.jsonl"
     if not meta.is_file():
-        raise DatasetError(f"{root} has no split {split!r} (splits: {', '.join(splits_of(str(root))) or 'none'})")
+        raise DatasetError(f"{root} has no split {split!r} (splits: {', '.join(_folder_splits(root)) or 'none'})")
     rows = []
     with open(meta) as f:
         for line_no, line in enumerate(f, 1):
@@ -150,9 +156,17 @@ def _hub_rows(source: str, split: str, **hub_kwargs) -> list[PairRow]:
 
 def ensure_pairs(folder: str, n: int, seed: int, size: int = 64) -> str:
     """Write SpatialWorld pairs into `folder` unless it already holds them (for the default config)."""
-    if not splits_of(folder):
+    if not _folder_splits(Path(folder)):
         from spatial.world import write_pairs
 
-        os.makedirs(folder, exist_ok=True)
-        write_pairs(folder, n, seed, size=size)
+        # Written aside and renamed at the end: an interrupted run leaves no half a dataset behind
+        # that the next run would take for a whole one.
+        if Path(folder).is_dir() and any(Path(folder).iterdir()):
+            raise DatasetError(f"{folder} holds files but no pairs (no */metadata.jsonl); remove it or pass --pairs")
+        partial = Path(f"{folder}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_pairs(partial, n, seed, size=size)
+        if Path(folder).is_dir():
+            Path(folder).rmdir()
+        partial.rename(folder)
     return folder
