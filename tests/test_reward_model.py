@@ -147,3 +147,40 @@ def test_the_processor_needs_no_video_processor_or_torchvision(backbone):
                     return_tensors="pt")  # fmt: skip
     assert {"pixel_values", "image_grid_thw", "mm_token_type_ids"} <= set(out)
     assert "torchvision" not in sys.modules
+
+
+def test_a_backbone_without_the_reward_token_gets_one_row_more_and_the_trained_vector_in_it(tmp_path, monkeypatch, batch):
+    # A real Qwen2.5-VL tokenizer has no <|reward|>; build a toy one without it, vocabulary == embedding rows.
+    from spatial.reward import toy
+
+    monkeypatch.setattr(toy, "SPECIAL", [t for t in toy.SPECIAL if t != REWARD_TOKEN])
+    folder = tiny_backbone(tmp_path / "vlm")
+    monkeypatch.undo()
+    tokenizer = load_processor(str(folder)).tokenizer
+    rows = len(tokenizer)
+    assert REWARD_TOKEN not in tokenizer.get_vocab()
+
+    torch.manual_seed(0)
+    m = SpatialScore.from_backbone(SpatialScoreConfig(backbone=str(folder), lora_rank=4), device="cpu").eval()
+    emb = m.vlm.get_base_model().get_input_embeddings()
+    assert m.reward_token_id == rows and emb.num_embeddings == rows + 1
+
+    seen = []
+    handle = emb.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+    with torch.no_grad():
+        m.reward_embedding.normal_()
+        before = m.score(*batch).mu
+        ids, out = seen[-1]
+        handle.remove()
+        # The hook wrote the trained vector at every reward token, one per row.
+        at_token = out[ids == m.reward_token_id]
+        assert at_token.shape[0] == len(batch[0])
+        torch.testing.assert_close(at_token, m.reward_embedding.expand_as(at_token))
+        emb.weight[m.reward_token_id].normal_(std=10.0)  # the resized row itself is never read
+        np.testing.assert_array_equal(m.score(*batch).mu, before)
+        m.reward_embedding.normal_()
+        assert np.abs(m.score(*batch).mu - before).max() > 1e-4
+
+    loaded = SpatialScore.from_pretrained(m.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.vlm.get_base_model().get_input_embeddings().num_embeddings == rows + 1
+    np.testing.assert_allclose(loaded.score(*batch).mu, m.score(*batch).mu, rtol=1e-6, atol=1e-6)
