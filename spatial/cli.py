@@ -97,13 +97,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser(cls, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(cls, prog: str | None = None, description: str | None = None,
+                 presets: dict[str, dict] | None = None) -> argparse.ArgumentParser:  # fmt: skip
+    """One flag per dataclass field, its docstring as help. With `presets`, the defaults shown are
+    those of the default preset (what a run without `--preset` gets)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
-    parser = _Parser(prog=prog, description=description or (cls.__doc__ or "").strip().splitlines()[0])
+    description = description or (cls.__doc__ or "").strip().splitlines()[0]
+    preset = getattr(cls, "preset", None)
+    shown = dict(presets.get(preset, {})) if presets is not None else {}
+    if shown:
+        others = ", ".join(n for n in presets if n != preset)
+        description += f" Defaults shown are the {preset!r} preset's; --preset {others} sets its own."
+    parser = _Parser(prog=prog, description=description)
     for f in dataclasses.fields(cls):
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
+        default = shown.get(f.name, default)
         conv = parse_bool if tp is bool else (tp if tp in (int, float, str) else str)
         parser.add_argument(f"--{f.name}", type=conv, default=None, metavar=tp.__name__.upper() if hasattr(tp, "__name__") else "VALUE",
                             help=f"{docs.get(f.name, '')} (default: {default})".replace('%', '%%'))  # fmt: skip
@@ -114,7 +124,7 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
                  presets: dict[str, dict] | None = None) -> T:
     """Parse argv into `cls`. Fields not given keep their defaults: the named `--preset`'s values
     (when `presets` is given and the dataclass has a `preset` field), else the dataclass's own."""
-    args = build_parser(cls, prog=prog).parse_args(argv)
+    args = build_parser(cls, prog=prog, presets=presets).parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
     try:
         base = {}

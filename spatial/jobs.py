@@ -245,7 +245,9 @@ class JobManager:
             run = Path(job.run_dir)
             if (run / "spatialscore_config.json").is_file():  # a reward run saves its model in the run folder
                 out.append({"job": job.id, "kind": job.kind, "path": str(run), "step": None, "status": job.status})
-            for ckpt in sorted(run.glob("checkpoint-*"), key=_step_of, reverse=True) + [run / "final"]:
+            # Only whole checkpoints: a trainer writes `checkpoint-N.partial` first and renames it.
+            steps = [p for p in run.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+            for ckpt in sorted(steps, key=_step_of, reverse=True) + [run / "final"]:
                 if ckpt.is_dir() and any(ckpt.iterdir()):
                     out.append({"job": job.id, "kind": job.kind, "path": str(ckpt), "step": _step_of(ckpt),
                                 "status": job.status})  # fmt: skip

@@ -47,3 +47,14 @@ def test_every_training_command_prints_its_help(entry):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr[-500:]
     assert run.stdout.startswith("usage: ")
+
+
+def test_help_shows_the_defaults_a_run_without_preset_gets():
+    from spatial.cli import build_parser
+    from spatial.rl.config import PRESETS, GRPOConfig
+
+    text = " ".join(build_parser(GRPOConfig, presets=PRESETS).format_help().split())
+    assert "Defaults shown are the 'toy' preset's" in text
+    options = text.split("options:")[1]
+    for flag, value in (("beta", PRESETS["toy"]["beta"]), ("top_k", PRESETS["toy"]["top_k"]), ("group_size", 8)):
+        assert f"(default: {value})" in options.split(f"--{flag} ")[1].split(" --")[0], flag

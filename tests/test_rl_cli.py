@@ -2,6 +2,7 @@
 on a FluxPipeline folder (a tiny random one saved in the Hub layout) with the oracle reward."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,3 +56,42 @@ def test_a_short_run_writes_metrics_eval_images_and_a_final_lora(tmp_path):
     assert "eval_accuracy" in rows[-1]
     assert (out / "final" / "pytorch_lora_weights.safetensors").exists()
     assert list((out / "eval" / "iter-00002").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("noise_level", 0.0, "noise_level must be in (0, 2]"),
+        ("sample_steps", 1, "sample_steps must be at least 2"),
+        ("clip_range", -0.5, "clip_range must be positive"),
+        ("clip_range", float("nan"), "clip_range must be positive"),
+        ("adv_clip", 0.0, "adv_clip must be positive"),
+        ("max_grad_norm", -1.0, "max_grad_norm must be positive"),
+        ("beta", -1.0, "beta must be zero or more"),
+        ("guidance", -3.0, "guidance must be zero or more"),
+        ("ema_decay", 1.5, "ema_decay must be in [0, 1)"),
+    ],
+)
+def test_settings_that_would_give_nan_or_a_one_sided_gradient_are_refused(field, value, message):
+    from spatial.rl.config import GRPOConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GRPOConfig(**{field: value}).validate()
+    GRPOConfig().validate()  # the defaults are fine
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_grpo_refuses_sharded_launches_it_cannot_honour(kind):
+    # An FSDP or DeepSpeed accelerator needs GPUs, which this machine lacks: a stand-in states the
+    # distributed type, the one thing build_trainer reads before refusing (no model is loaded).
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate.utils import DistributedType
+
+    from spatial.rl.config import GRPOConfig
+    from spatial.rl.run import RunConfigError, build_trainer
+
+    launched = SimpleNamespace(distributed_type=DistributedType[kind], device=torch.device("cpu"))
+    with pytest.raises(RunConfigError, match=f"data parallel only.*ddp.yaml, not {kind}"):
+        build_trainer(GRPOConfig(reward="oracle"), accelerator=launched)

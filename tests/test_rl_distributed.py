@@ -11,18 +11,24 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow
 
 
-def _run(out, processes, per_process):
+def _launch(out, processes, per_process, *extra, timeout=600):
     if processes == 1:
-        cmd = [sys.executable, "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process)]
+        cmd = [sys.executable, "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process), *extra]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
-               "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+               "-m", "tests.helpers.grpo_one_iteration", str(out), str(per_process), *extra]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _run(out, processes, per_process):
+    _launch(out, processes, per_process)
     return torch.load(out / "grads.pt"), load_file(str(out / "final" / "pytorch_lora_weights.safetensors"))
 
 
 def test_two_processes_take_the_same_gradient_step_as_one(tmp_path):
+    # Each process starts from a different random state (the helper seeds by rank): rank 0's LoRA wins.
     grads_one, lora_one = _run(tmp_path / "one", 1, 2)
     grads_two, lora_two = _run(tmp_path / "two", 2, 1)
     assert grads_one.keys() == grads_two.keys() and lora_one.keys() == lora_two.keys()
@@ -35,3 +41,11 @@ def test_two_processes_take_the_same_gradient_step_as_one(tmp_path):
     for key in lora_one:
         same = torch.isclose(lora_one[key], lora_two[key], atol=1e-6)
         assert same.float().mean() > 0.9, key
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iteration(tmp_path):
+    # Without agreement rank 1 would wait in save's barrier while rank 0 ran iteration 2: a hang.
+    proc = _launch(tmp_path / "run", 2, 1, "stop-on-rank-1", timeout=300)
+    assert (tmp_path / "run" / "checkpoint-1" / "trainer_state.json").is_file()
+    assert not (tmp_path / "run" / "final").exists()
+    assert "stopping on SIGTERM after iteration 1" in proc.stdout

@@ -45,7 +45,11 @@ def test_sigma_one_endpoint_is_guarded_by_the_cap():
     out = sde_step_with_logprob(v, 1.0, 0.9, x, sigma_cap=0.9, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.sample).all() and torch.isfinite(out.log_prob).all()
     capped = sde_step_with_logprob(v, 1.0, 0.9, x, sigma_cap=0.9, prev_sample=out.sample)
-    assert out.std.item() == pytest.approx(0.7 * math.sqrt(0.9 / 0.1) * math.sqrt(0.1), rel=1e-5)
+    # Flow-GRPO caps only the denominator: std = a sqrt(1 / (1 - cap)); the mean uses sigma = 1 itself.
+    std = 0.7 * math.sqrt(1.0 / 0.1)
+    assert out.std.item() == pytest.approx(std * math.sqrt(0.1), rel=1e-5)
+    mean = x.double() + (v.double() + std**2 / 2 * x.double()) * (0.9 - 1.0)
+    assert torch.allclose(out.mean.double(), mean, atol=1e-5)
     assert torch.allclose(capped.log_prob, out.log_prob)
 
 

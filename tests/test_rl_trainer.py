@@ -10,7 +10,7 @@ import torch
 from spatial.rl.config import GRPOConfig
 from spatial.rl.flux_policy import FluxPolicy
 from spatial.rl.sampling import sample_trajectory, step_log_prob
-from spatial.rl.trainer import GRPOTrainer, sample_seed
+from spatial.rl.trainer import GRPOTrainer, sample_seed, step_noise_seed
 from tests.helpers.tiny_flux import tiny_flux_pipeline
 
 PROMPTS = ["a red circle above a blue square", "a green triangle left of a purple diamond",
@@ -138,6 +138,40 @@ def test_sigterm_saves_a_checkpoint_and_stops_after_the_current_iteration(tmp_pa
 def test_sample_seeds_do_not_depend_on_how_work_is_split():
     seeds = {sample_seed(0, it, i, m) for it in range(3) for i in range(8) for m in range(6)}
     assert len(seeds) == 3 * 8 * 6
+
+
+def test_no_member_s_step_noise_is_another_member_s_starting_noise():
+    coords = [(it, i, m) for it in range(50) for i in range(16) for m in range(24)]
+    starts = {sample_seed(0, *c) for c in coords}
+    steps = {step_noise_seed(0, *c) for c in coords}
+    assert len(steps) == len(coords) and not starts & steps
+
+
+def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
+    trainer, _ = make(tmp_path)
+    trainer.train()
+    run = tmp_path / "run"
+    assert not list(run.glob("*.partial"))  # saves rename their folder in whole
+    (run / "checkpoint-3.partial").mkdir()  # killed mid-save: only the adapter written
+    (run / "checkpoint-3.partial" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    (run / "checkpoint-4").mkdir()  # a folder from an older layout, no trainer state
+    again, _ = make(tmp_path, resume=True, iterations=3)
+    assert [h.iteration for h in again.train()] == [3]
+
+
+def test_ema_is_updated_once_per_iteration_and_is_what_evaluation_renders(tmp_path):
+    trainer, policy = make(tmp_path, ema=True, ema_decay=0.5, inner_epochs=3, iterations=1, eval_every=1)
+    start = [p.detach().clone() for p in trainer.params]
+    seen = []
+    generate = policy.generate
+    policy.generate = lambda *a, **k: seen.append([p.detach().clone() for p in trainer.params]) or generate(*a, **k)
+    trainer.train()
+    for e, s0, p in zip(trainer.ema, start, trainer.params):
+        torch.testing.assert_close(e, 0.5 * s0 + 0.5 * p.detach())  # one update after the 3 inner epochs
+    assert any(not torch.equal(e, p) for e, p in zip(trainer.ema, trainer.params))
+    for rendered, e in zip(seen[0], trainer.ema):
+        torch.testing.assert_close(rendered, e)  # evaluation saw the EMA weights ...
+    assert any(not torch.equal(r, p) for r, p in zip(seen[0], trainer.params))  # ... and training kept its own
 
 
 @pytest.mark.parametrize("bad", [{"group_size": 1}, {"group_size": 4, "top_k": 3}, {"iterations": 0},

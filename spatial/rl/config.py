@@ -74,7 +74,7 @@ class GRPOConfig:
     ema: bool = False
     """Keep an exponential moving average of the LoRA weights and save it."""
     ema_decay: float = 0.95
-    """EMA decay per iteration."""
+    """EMA decay, applied once per iteration (after its last inner epoch)."""
     save_every: int = 10
     """Save a checkpoint every this many iterations."""
     eval_every: int = 10
@@ -105,8 +105,18 @@ class GRPOConfig:
             raise ValueError(f"resolution must be a multiple of 16 between 16 and 2048, got {self.resolution}")
         if self.mixed_precision not in ("auto", "bf16", "no"):
             raise ValueError("mixed_precision must be auto, bf16 or no")
-        if not 0 <= self.noise_level <= 2:
-            raise ValueError("noise_level must be in [0, 2]")
+        if not 0 < self.noise_level <= 2:
+            raise ValueError(f"noise_level must be in (0, 2] (0 leaves the SDE no noise to score), got {self.noise_level}")
+        if self.sample_steps < 2:
+            raise ValueError("sample_steps must be at least 2: the first step, at sigma = 1, needs a sigma below 1 to cap it")
+        for name in ("clip_range", "adv_clip", "max_grad_norm", "lora_alpha"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("beta", "guidance"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be zero or more, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.sde_window <= self.sample_steps:
             raise ValueError(f"sde_window must be in [0, sample_steps={self.sample_steps}], got {self.sde_window}")
 

@@ -49,21 +49,32 @@ def build_trainer(config: GRPOConfig, accelerator=None) -> GRPOTrainer:
 
     from .flux_policy import FluxPolicy
 
+    from accelerate import Accelerator
+
     config.validate()
     prompts = load_prompts(config)
     check_judgeable(prompts, config.reward, config.preset)
     cuda = torch.cuda.is_available()
+    # The accelerator first: under `accelerate launch` rank k must load onto its own GPU, cuda:k.
+    accelerator = accelerator or Accelerator(cpu=not cuda)
+    device = str(accelerator.device) if accelerator.device.type == "cuda" else "cpu"
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        # The policy's forward is split into sampling steps, so it is not wrapped by accelerate:
+        # LoRA gradients are averaged by the trainer itself (plain data parallel).
+        raise RunConfigError(f"GRPO runs data parallel only; launch it with configs/accelerate/ddp.yaml, "
+                             f"not {accelerator.distributed_type.value}")  # fmt: skip
     bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and cuda)
     gen = GenerationConfig.for_preset(config.preset, base_model=config.base_model,
-                                      dtype="bfloat16" if bf16 else "float32", device="cuda" if cuda else "cpu")  # fmt: skip
+                                      dtype="bfloat16" if bf16 else "float32", device=device)  # fmt: skip
     try:
         pipe = load_pipeline(gen)
     except ModelUnavailableError as e:
         raise RunConfigError(str(e)) from None
     try:
-        scorer = load_scorer(config.reward_model or config.reward)
+        scorer = load_scorer(config.reward_model or config.reward, device=device)
     except Exception as e:  # noqa: BLE001 - any failure to load the reward stops the run before compute
         raise RunConfigError(f"the reward {config.reward_model or config.reward!r} cannot be loaded: {e}") from None
+    torch.manual_seed(config.seed)  # the LoRA's initial A matrices; the trainer also syncs them across ranks
     policy = FluxPolicy(pipe, rank=config.lora_rank, alpha=config.lora_alpha,
                         dtype=torch.bfloat16 if bf16 else torch.float32,
                         gradient_checkpointing=config.gradient_checkpointing)  # fmt: skip

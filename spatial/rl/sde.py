@@ -9,8 +9,9 @@ can be evaluated and differentiated. With noise level a, step dt = sigma_next - 
     x'   = mean + std * sqrt(-dt) * eps,                 eps ~ N(0, I)
     log p(x' | x) = log N(x'; mean, (std sqrt(-dt))^2), averaged over the non-batch dimensions.
 
-sigma / (1 - sigma) is infinite at sigma = 1, the first step of every schedule, so the std there
-is computed at `sigma_cap` (the largest sigma below 1 in the schedule) instead, as Flow-GRPO does.
+sigma / (1 - sigma) is infinite at sigma = 1, the first step of every schedule, so there the
+denominator takes `sigma_cap` (the largest sigma below 1 in the schedule) instead: std =
+a * sqrt(sigma / (1 - cap)), everything else at the true sigma, as Flow-GRPO does.
 Source for the formula: yifan123/flow_grpo, flow_grpo/diffusers_patch/sd3_sde_with_logprob.py.
 Everything is computed in float32 whatever the model's dtype.
 """
@@ -55,8 +56,8 @@ def sde_step_with_logprob(
     dt = sigma_next - sigma
     s = sigma if sigma_cap is None else torch.clamp(sigma, max=sigma_cap)
     s = torch.clamp(s, max=1.0 - 1e-6)  # never divide by zero, even without a cap
-    std = noise_level * torch.sqrt(s / (1 - s))
-    mean = x + (v + std**2 / (2 * s) * (x + (1 - sigma) * v)) * dt
+    std = noise_level * torch.sqrt(sigma / (1 - s))
+    mean = x + (v + std**2 / (2 * sigma) * (x + (1 - sigma) * v)) * dt
     step_std = std * torch.sqrt(-dt)
     if prev_sample is None:
         eps = noise.float() if noise is not None else torch.randn(x.shape, generator=generator, device=x.device)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -64,8 +67,17 @@ class IterationStats:
 
 
 def sample_seed(seed: int, iteration: int, prompt_index: int, member: int) -> int:
-    """A sample's noise seed from its global coordinates (independent of process count)."""
+    """A sample's initial-noise seed from its global coordinates (independent of process count)."""
     return (((seed * 1_000_003 + iteration) * 1_000_033 + prompt_index) * 1_009 + member) % (2**63 - 1)
+
+
+def step_noise_seed(seed: int, iteration: int, prompt_index: int, member: int) -> int:
+    """The seed of a sample's SDE step noise: scrambled, so it is no other member's initial-noise seed
+    (seed + 1 would be the next member's)."""
+    return (sample_seed(seed, iteration, prompt_index, member) * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % (2**63 - 1)
+
+
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 class GRPOTrainer:
@@ -83,6 +95,13 @@ class GRPOTrainer:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.out = Path(config.output_dir)
         self.params = policy.trainable_parameters()
+        if self.accelerator.num_processes > 1:
+            # Every rank starts from rank 0's LoRA, whatever each process's random state was.
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for p in self.params:
+                    dist.broadcast(p.data, src=0)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=1e-4)
         self.ema = [p.detach().clone() for p in self.params] if config.ema else None
         self.start_iteration = 0
@@ -102,7 +121,6 @@ class GRPOTrainer:
         c = self.config
         chosen = self.iteration_prompts(it)
         prompts = [p for _, p in chosen for _ in range(c.group_size)]
-        seeds = [sample_seed(c.seed, it, i, m) for i, _ in chosen for m in range(c.group_size)]
         groups = torch.tensor([k for k in range(len(chosen)) for _ in range(c.group_size)])
         cond = self.policy.encode(prompts)
         # Same-latent groups start from their first member's noise; the SDE noise still differs.
@@ -110,7 +128,7 @@ class GRPOTrainer:
         noise = self.policy.initial_noise(noise_seeds, c.resolution)
         sigmas = self.policy.sigmas(c.sample_steps, c.resolution)
         guidance = self.policy.guidance(c.guidance, len(prompts))
-        gens = [torch.Generator().manual_seed(s + 1) for s in seeds]
+        gens = [torch.Generator().manual_seed(step_noise_seed(c.seed, it, i, m)) for i, _ in chosen for m in range(c.group_size)]
         trajs, images = [], []
         with ThreadPoolExecutor(max_workers=1) as pool:
             futures = []
@@ -164,10 +182,10 @@ class GRPOTrainer:
                         p.grad = self.accelerator.reduce(p.grad, reduction="mean")
             torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
             self.optimizer.step()
-            if self.ema is not None:
-                with torch.no_grad():
-                    for e, p in zip(self.ema, self.params):
-                        e.mul_(c.ema_decay).add_(p.detach(), alpha=1 - c.ema_decay)
+        if self.ema is not None:  # once per iteration, as `ema_decay` says
+            with torch.no_grad():
+                for e, p in zip(self.ema, self.params):
+                    e.mul_(c.ema_decay).add_(p.detach(), alpha=1 - c.ema_decay)
         stats["nfe"] = nfe
         return stats
 
@@ -204,9 +222,10 @@ class GRPOTrainer:
             if (it + 1) % c.eval_every == 0 or it + 1 == c.iterations:
                 extra = self.evaluate(it + 1)
             self._log({**s.__dict__, "step": it + 1, "total_steps": c.iterations, "nfe_total": self.nfe_total, **extra})
-            if (it + 1) % c.save_every == 0 or self._stop:
+            stop = self._agreed_stop()
+            if (it + 1) % c.save_every == 0 or stop:
                 self.save(self.out / f"checkpoint-{it + 1}", it + 1)
-            if self._stop:
+            if stop:
                 if acc.is_main_process:
                     print(f"stopping on SIGTERM after iteration {it + 1} (checkpoint saved)", flush=True)
                 return history
@@ -220,7 +239,8 @@ class GRPOTrainer:
             return {}
         prompts = [p for p in self.eval_prompts for _ in (0, 1)]
         seeds = [s for _ in self.eval_prompts for s in (0, 1)]
-        images = self.policy.generate(prompts, seeds, c.eval_steps, c.resolution, c.guidance)
+        with self._ema_weights():  # evaluate the adapter a checkpoint ships
+            images = self.policy.generate(prompts, seeds, c.eval_steps, c.resolution, c.guidance)
         folder = self.out / "eval" / f"iter-{it:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         for k, img in enumerate(images):
@@ -233,31 +253,46 @@ class GRPOTrainer:
 
     # ---- state ------------------------------------------------------------------------------------
 
+    @contextmanager
+    def _ema_weights(self):
+        """The EMA weights in the LoRA for the duration (nothing to do without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
+
     def save(self, path: Path, iteration: int) -> None:
+        """Write the checkpoint beside its place and rename it in, so a kill mid-save leaves no
+        half-written checkpoint for a resume to pick."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            path.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            with self._ema_weights():  # the adapter is the EMA; the raw weights below resume exactly
+                self.policy.save_lora(partial)
             if self.ema is not None:
-                # Save the EMA weights as the adapter; keep the raw ones to resume exactly.
-                raw = [p.detach().clone() for p in self.params]
-                with torch.no_grad():
-                    for p, e in zip(self.params, self.ema):
-                        p.copy_(e)
-                self.policy.save_lora(path)
-                with torch.no_grad():
-                    for p, r in zip(self.params, raw):
-                        p.copy_(r)
-                torch.save({"params": raw, "ema": self.ema}, path / "raw_params.pt")
-            else:
-                self.policy.save_lora(path)
-            torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
+                torch.save({"params": [p.detach().clone() for p in self.params], "ema": self.ema}, partial / "raw_params.pt")
+            torch.save(self.optimizer.state_dict(), partial / "optimizer.pt")
             state = {"iteration": iteration, "nfe_total": self.nfe_total, "config": self.config.to_dict()}
-            (path / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            shutil.rmtree(path, ignore_errors=True)
+            partial.rename(path)
         acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        ckpts = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        ckpts = [p for p in self.out.iterdir() if CHECKPOINT.fullmatch(p.name) and (p / "trainer_state.json").is_file()]
+        ckpts.sort(key=lambda p: int(CHECKPOINT.fullmatch(p.name).group(1)))
         if not ckpts:
             return
         last = ckpts[-1]
@@ -284,6 +319,15 @@ class GRPOTrainer:
 
     def _on_sigterm(self, signum, frame) -> None:
         self._stop = True
+
+    def _agreed_stop(self) -> bool:
+        """True on every rank if SIGTERM reached any: ranks that disagreed would wait on different
+        collectives (one in save's barrier, another in the next iteration's)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return self._stop
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=acc.device)
+        return bool(acc.reduce(flag, reduction="sum").item() > 0)
 
 
 def shuffled(prompts: list[str], seed: int) -> list[str]:
