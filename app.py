@@ -3,7 +3,7 @@
 import torch
 
 from spatial.settings import AppSettings, cpu_threads
-from ui import AppContext, build_app, launch_kwargs
+from ui import QUEUE_SIZE, AppContext, build_app, launch_kwargs
 
 settings = AppSettings.from_env()
 if (threads := cpu_threads(settings.preset)) is not None:
@@ -13,4 +13,4 @@ demo = build_app(settings, context)
 
 if __name__ == "__main__":
     context.start()
-    demo.queue(default_concurrency_limit=None).launch(**launch_kwargs(settings))
+    demo.queue(default_concurrency_limit=None, max_size=QUEUE_SIZE).launch(**launch_kwargs(settings))

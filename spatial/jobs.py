@@ -77,9 +77,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL, config TEXT NOT NULL,
     status TEXT NOT NULL, run_dir TEXT NOT NULL, created REAL NOT NULL, started REAL,
     finished REAL, pid INTEGER, pid_created REAL, exit_code INTEGER, error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, resume INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0, resume INTEGER NOT NULL DEFAULT 0, queued REAL
 );
 """
+_COLUMNS_ADDED = {"queued": "REAL"}  # columns newer than some existing databases
 
 
 MANAGED_SETTINGS = ("output_dir", "checkpoint_dir", "resume")
@@ -119,7 +120,7 @@ class JobManager:
         root: str | Path,
         trainers: dict[str, str] | None = None,
         num_processes: int = 1,
-        cancel_grace_s: float = 30.0,
+        cancel_grace_s: float = 300.0,
         poll_s: float = 0.5,
         python: str = sys.executable,
         use_accelerate: bool = True,
@@ -139,6 +140,10 @@ class JobManager:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _COLUMNS_ADDED.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self._recover()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-scheduler", daemon=True)
@@ -158,8 +163,8 @@ class JobManager:
         (run_dir / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2))
         with self._lock:
             self._query(
-                "INSERT INTO jobs (id, owner, kind, config, status, run_dir, created) VALUES (?,?,?,?,?,?,?)",
-                (job_id, actor.name, kind, json.dumps(config), "queued", str(run_dir), time.time()),
+                "INSERT INTO jobs (id, owner, kind, config, status, run_dir, created, queued) VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, actor.name, kind, json.dumps(config), "queued", str(run_dir), time.time(), time.time()),
             )
         return self.get(job_id, actor)
 
@@ -183,8 +188,10 @@ class JobManager:
             elif job.status == "running":
                 self._set(job_id, status="cancelling")
                 self._signal(job_id, signal.SIGTERM)
-                threading.Thread(target=self._force_kill_later, args=(job_id,), daemon=True).start()
-            elif job.status not in ("cancelling",):
+                self._force_kill_after(job_id, self.cancel_grace_s)
+            elif job.status == "cancelling":
+                self._signal(job_id, signal.SIGKILL)  # asked twice: stop waiting for the checkpoint
+            else:
                 raise JobError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
         return self.get(job_id, actor)
 
@@ -195,7 +202,9 @@ class JobManager:
             job = self.get(job_id, actor)
             if job.status not in ("failed", "cancelled"):
                 raise JobError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be resumed")
-            self._set(job_id, status="queued", resume=1, error=None, exit_code=None, finished=None, pid=None)
+            # Back of the queue: jobs queued meanwhile go first.
+            self._set(job_id, status="queued", resume=1, error=None, exit_code=None, finished=None, pid=None,
+                      queued=time.time())  # fmt: skip
         return self.get(job_id, actor)
 
     def log_tail(self, job_id: str, actor: Actor, lines: int = 40) -> str:
@@ -275,7 +284,7 @@ class JobManager:
         with self._lock:
             if self.gpu_busy():
                 return
-            rows = self._query("SELECT * FROM jobs WHERE status='queued' ORDER BY created LIMIT 1")
+            rows = self._query("SELECT * FROM jobs WHERE status='queued' ORDER BY COALESCE(queued, created) LIMIT 1")
             if not rows:
                 return
             row = rows[0]
@@ -318,7 +327,7 @@ class JobManager:
                 row = self._row(job_id)
                 if row["status"] == "cancelling":
                     self._set(job_id, status="cancelled", finished=time.time(), exit_code=code)
-                elif code == 0 or (code == -1 and (Path(row["run_dir"]) / "final").is_dir()):
+                elif code == 0 or (code == -1 and _finished(Path(row["run_dir"]))):
                     self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
                 else:
                     self._set(job_id, status="failed", finished=time.time(), exit_code=code,
@@ -336,30 +345,40 @@ class JobManager:
                 pass
             if proc is not None:
                 self._procs[row["id"]] = proc
+                if row["status"] == "cancelling":  # the app went down mid-cancel: the kill timer goes on
+                    self._force_kill_after(row["id"], self.cancel_grace_s)
             else:
                 self._set(row["id"], status="failed", finished=time.time(),
                           error="the app restarted while this job ran and its process is gone; resume it")  # fmt: skip
 
     def _signal(self, job_id: str, sig: int) -> None:
         row = self._row(job_id)
+        # accelerate's workers may start their own groups: find every descendant first, since once the
+        # leader dies they are re-parented and no longer reachable through it.
+        try:
+            family = psutil.Process(row["pid"]).children(recursive=True)
+        except (psutil.Error, TypeError, ValueError):
+            family = []
         try:
             os.killpg(row["pid"], sig)  # the job leads its own process group
         except (ProcessLookupError, PermissionError, TypeError):
             pass
-        # accelerate's workers may start their own groups: reach every descendant too.
-        try:
-            for child in psutil.Process(row["pid"]).children(recursive=True):
+        for child in family:
+            try:
                 child.send_signal(sig)
-        except psutil.Error:
-            pass
+            except psutil.Error:
+                pass
 
-    def _force_kill_later(self, job_id: str) -> None:
-        deadline = time.time() + self.cancel_grace_s
-        while time.time() < deadline:
-            if self._row(job_id)["status"] != "cancelling":
-                return
-            time.sleep(0.2)
-        self._signal(job_id, signal.SIGKILL)
+    def _force_kill_after(self, job_id: str, grace_s: float) -> None:
+        def wait_then_kill():
+            deadline = time.time() + grace_s
+            while time.time() < deadline:
+                if self._row(job_id)["status"] != "cancelling":
+                    return
+                time.sleep(0.2)
+            self._signal(job_id, signal.SIGKILL)
+
+        threading.Thread(target=wait_then_kill, name=f"kill-{job_id}", daemon=True).start()
 
     # ---- storage --------------------------------------------------------------------------------
 
@@ -401,6 +420,12 @@ class JobManager:
                 if wanted(line) and "CalledProcessError" not in line:
                     return _redact(line)[:500]
         return None
+
+
+def _finished(run: Path) -> bool:
+    """Whether a run's trainer got to its end (read for jobs adopted after a restart, whose exit code
+    is unknown): GRPO and toy pretraining leave `final/`, reward training its model in the run folder."""
+    return (run / "final").is_dir() or (run / "spatialscore_config.json").is_file()
 
 
 def _adopted_exit(proc: psutil.Process) -> int | None:

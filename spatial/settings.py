@@ -34,6 +34,11 @@ class AppSettings:
     """SpatialWorld pairs put in an empty annotation queue at first start (toy preset only)."""
     server_name: str = "127.0.0.1"
     server_port: int = 7860
+    remote_admin: bool = False
+    """Off a Space the login is a local stand-in that anyone reaching the server can click, so admin
+    rights are given only when the app listens on loopback, unless this is set (`SPATIAL_REMOTE_ADMIN=1`)."""
+    cancel_grace_s: float = 300.0
+    """Seconds a cancelled job gets to finish its step and save before it is killed."""
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "AppSettings":
@@ -47,13 +52,21 @@ class AppSettings:
             seed_pairs=int(env.get("SPATIAL_SEED_PAIRS", "40")),
             server_name=env.get("GRADIO_SERVER_NAME", "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
             server_port=int(env.get("GRADIO_SERVER_PORT", "7860")),
+            remote_admin=env.get("SPATIAL_REMOTE_ADMIN", "").lower() in ("1", "true", "yes"),
+            cancel_grace_s=float(env.get("SPATIAL_CANCEL_GRACE_S", "300")),
         )
 
     @property
     def on_space(self) -> bool:
         return self.space_id is not None
 
+    @property
+    def on_loopback(self) -> bool:
+        return self.server_name in ("localhost", "::1") or self.server_name.startswith("127.")
+
     def admin_names(self) -> tuple[str, ...]:
+        if not (self.on_space or self.on_loopback or self.remote_admin):
+            return ()  # the stand-in login would make every visitor an admin
         if self.admins:
             return self.admins
         if self.space_id:

@@ -8,6 +8,7 @@ own tests and the browser test.
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -94,6 +95,84 @@ def test_cancel_forces_a_stuck_job_and_its_whole_process_tree_ends(manager):
     assert manager.get(job.id, ADMIN).status == "cancelling"
     wait_for(manager, job.id, ("cancelled",), timeout=30)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_cancel_kills_descendants_that_left_the_job_s_process_group(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 200, "step_seconds": 0.1, "ignore_sigterm": True,
+                                        "detached_child": True})  # fmt: skip
+    job = wait_for(manager, job.id, ("running",))
+    pid_file = Path(job.run_dir) / "child.pid"
+    deadline = time.time() + 30
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(int(pid_file.read_text()))
+    try:
+        manager.cancel(job.id, ADMIN)
+        wait_for(manager, job.id, ("cancelled",), timeout=30)
+        child.wait(timeout=10)  # gone, though it ignored SIGTERM and sat in a session of its own
+    finally:
+        if child.is_running():
+            child.kill()
+
+
+def test_cancelling_again_stops_a_job_at_once_instead_of_waiting_for_its_checkpoint(tmp_path):
+    m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=600, poll_s=0.1, use_accelerate=False)
+    try:
+        job = wait_for(m, m.submit(ADMIN, "toy", {"steps": 400, "step_seconds": 0.1, "ignore_sigterm": True}).id,
+                       ("running",))  # fmt: skip
+        while not m.metrics(job.id, ADMIN):  # past start-up: SIGTERM is being ignored now
+            time.sleep(0.1)
+        m.cancel(job.id, ADMIN)
+        time.sleep(1)
+        assert m.get(job.id, ADMIN).status == "cancelling"  # SIGTERM ignored; the grace period is long
+        m.cancel(job.id, ADMIN)
+        assert wait_for(m, job.id, ("cancelled",), timeout=15).status == "cancelled"
+    finally:
+        m.close()
+
+
+def test_a_cancel_interrupted_by_an_app_restart_still_ends_in_a_kill(tmp_path):
+    first = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=600, poll_s=0.1, use_accelerate=False)
+    job = wait_for(first, first.submit(ADMIN, "toy", {"steps": 400, "step_seconds": 0.1, "ignore_sigterm": True}).id,
+                   ("running",))  # fmt: skip
+    while not first.metrics(job.id, ADMIN):
+        time.sleep(0.1)
+    first.cancel(job.id, ADMIN)
+    first.close()  # the app goes down with the job still saving (here: ignoring SIGTERM)
+    second = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=1, poll_s=0.1, use_accelerate=False)
+    try:
+        assert second.get(job.id, ADMIN).status == "cancelling"
+        assert wait_for(second, job.id, ("cancelled",), timeout=20).status == "cancelled"
+        assert not psutil.pid_exists(job.pid) or psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        second.close()
+
+
+def test_an_adopted_reward_run_that_saved_its_model_counts_as_succeeded(tmp_path):
+    first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    job = first.submit(ADMIN, "toy", {"steps": 10, "step_seconds": 0.2, "finish": "model"})
+    job = wait_for(first, job.id, ("running",))
+    first.close()  # adopted by the next manager, which cannot read the exit code of a process it did not start
+    second = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    try:
+        assert wait_for(second, job.id, ("succeeded", "failed"), timeout=60).status == "succeeded"
+    finally:
+        second.close()
+
+
+def test_a_resumed_job_waits_behind_jobs_queued_before_it(manager):
+    first = manager.submit(ADMIN, "toy", {"steps": 40, "step_seconds": 0.1})
+    wait_for(manager, first.id, ("running",))
+    while not manager.metrics(first.id, ADMIN):
+        time.sleep(0.1)
+    manager.cancel(first.id, ADMIN)
+    wait_for(manager, first.id, ("cancelled",))
+    blocker = manager.submit(ADMIN, "toy", {"steps": 3, "step_seconds": 0.3})
+    wait_for(manager, blocker.id, ("running",))
+    waiting = manager.submit(ADMIN, "toy", {"steps": 1})
+    manager.resume(first.id, ADMIN)  # queued after `waiting`, though created long before it
+    wait_for(manager, first.id, ("succeeded",))
+    assert manager.get(waiting.id, ADMIN).started < manager.get(first.id, ADMIN).started
 
 
 def test_cancelling_a_queued_job_never_starts_it(manager):

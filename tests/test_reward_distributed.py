@@ -2,6 +2,7 @@
 each process scores its half of the batch with the same per-pair noise, and gradients are averaged."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -73,3 +74,36 @@ def test_a_bad_row_in_stop_mode_ends_every_process_with_the_row_named(tmp_path):
     proc = _launch(tmp_path, 2, "--on_bad_row", "stop", timeout=120)
     assert proc.returncode != 0
     assert f"{bad.where}: rejected image does not decode" in proc.stderr
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint(tmp_path):
+    import time
+
+    import psutil
+
+    write_pairs(tmp_path / "pairs", 12, seed=2, size=32)
+    tiny_backbone(tmp_path / "vlm")
+    args = ["--pairs", str(tmp_path / "pairs"), "--backbone", str(tmp_path / "vlm"), "--output_dir", str(tmp_path / "out"),
+            "--steps", "400", "--batch_size", "4", "--lora_rank", "2", "--mc_samples", "16", "--threads", "1",
+            "--checkpoint_every", "1000", "--eval_every", "1000"]  # fmt: skip
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu_2proc.yaml",
+           "--num_processes", "2", "-m", "training.train_reward", *args]  # fmt: skip
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = tmp_path / "out" / "metrics.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+            time.sleep(0.2)
+        rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                 if p.environ().get("RANK") == "1" and "training.train_reward" in " ".join(p.cmdline())]  # fmt: skip
+        assert len(rank1) == 1
+        rank1[0].send_signal(signal.SIGTERM)  # only rank 1 hears it, as when one worker is stopped
+        _, err = launcher.communicate(timeout=120)  # a rank that stopped alone would leave the other hanging
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    saved = [p.name for p in (tmp_path / "out" / "checkpoints").iterdir()]
+    assert len(saved) == 1 and saved[0].startswith("step-")
+    step = int(saved[0].split("-")[1])
+    assert err.count(f"stopped on SIGTERM after step {step} (checkpoint saved)") == 2  # both ranks, same step
+    assert not (tmp_path / "out" / "spatialscore_config.json").exists()

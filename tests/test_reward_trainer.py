@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+import signal
 
 import pytest
 import torch
@@ -72,6 +73,33 @@ def test_a_bad_row_stops_after_a_checkpoint_and_the_rerun_resumes_to_the_same_we
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["loss"] != 99.0
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_sigterm_checkpoints_after_the_current_step_and_the_rerun_ends_like_an_uninterrupted_run(setup, tmp_path):
+    straight = RewardTrainer(config(setup, tmp_path / "straight", checkpoint_every=100), progress=False).run()
+    trainer = RewardTrainer(config(setup, tmp_path / "stopped", checkpoint_every=100), progress=False)
+    decode, calls = trainer.decode_batch, []
+
+    def decode_then_signal(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)  # a real signal, arriving during step 1 (as from a job's cancel)
+        return decode(*args)
+
+    trainer.decode_batch = decode_then_signal
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="after step 1"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored once the run is over
+    stopped = tmp_path / "stopped"
+    assert [p.name for p in (stopped / "checkpoints").iterdir()] == ["step-1"]
+    assert not (stopped / "spatialscore_config.json").exists()  # not mistaken for a finished model
+    resumed = RewardTrainer(config(setup, stopped, checkpoint_every=100), progress=False).run()
+    rows = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    a, b = weights(straight), weights(resumed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 

@@ -20,8 +20,8 @@ def main(argv=None) -> int:
     except (BadRowError, DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("stopped; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{e}; rerun the same command to continue from it", file=sys.stderr)
         return 130
     print(f"saved SpatialScore to {out}")
     return 0

@@ -20,6 +20,8 @@ CSS = """
 .spatial-header h1 { margin-bottom: 0; }
 .spatial-header p { margin-top: 4px; opacity: 0.8; }
 """
+MAX_UPLOAD = "25mb"
+QUEUE_SIZE = 64  # waiting requests beyond this get "the queue is full" instead of piling up
 HEAD = '<meta name="description" content="Spatial Studio: teach text-to-image models spatial layout">'
 
 
@@ -69,4 +71,5 @@ def launch_kwargs(settings: AppSettings) -> dict:
         "css": CSS,
         "head": HEAD,
         "show_error": True,
+        "max_file_size": MAX_UPLOAD,  # a bigger upload is refused by the server before any handler runs
     }

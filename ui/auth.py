@@ -8,6 +8,7 @@ local user, with no network.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -22,6 +23,10 @@ def enable_local_login(settings: AppSettings) -> None:
     import gradio.oauth as oauth
 
     user = settings.local_user
+    if not settings.admin_names():
+        print(f"spatial studio: listening on {settings.server_name}, not loopback: the local sign-in gives no admin "
+              "rights (anyone reaching the server could click it). Set SPATIAL_REMOTE_ADMIN=1 to trust it.",
+              file=sys.stderr)  # fmt: skip
 
     def local_oauth_info() -> dict:
         now = int(time.time())

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from spatial.world import PromptError, check, sample_prompts
 
 from .context import AppContext
-from .generate import adapter_choices, clean_prompt
+from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter
 
 MAX_CELLS = 64
 
@@ -46,9 +46,11 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     if not prompts:
         raise gr.Error("Give at least one prompt (one per line).")
     seeds = parse_seeds(seeds_text)
-    checkpoints = ["base"] + [c for c in (checkpoints or []) if c != "base"]
+    checkpoints = ["base"] + [c for c in dict.fromkeys(checkpoints or []) if c != "base"]
     if len(prompts) * len(seeds) * len(checkpoints) > MAX_CELLS:
         raise gr.Error(f"That is more than {MAX_CELLS} images; use fewer prompts, seeds or checkpoints.")
+    steps = clean_steps(steps)
+    sources = {c: resolve_adapter(ctx, c) for c in checkpoints if c != "base"}
     busy = ctx.gpu_busy_message()
     if busy:
         raise gr.Error(busy)
@@ -66,11 +68,11 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
             elif ckpt == "bundled":
                 name = "tuned"
             else:
-                name = service.load_adapter(ckpt, f"compare-{k}")
+                name = service.load_adapter(sources[ckpt], f"compare-{k}")
             images[ckpt] = service.generate(prompts, seeds, int(steps), None, int(size), adapter=name)
             columns.append(ckpt)
     except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(ctx.public(str(e))) from None
     jobs = [(p, s) for p in prompts for s in seeds]
     scores = {}
     for ckpt in columns:

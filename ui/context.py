@@ -10,7 +10,7 @@ from functools import cached_property
 import gradio as gr
 
 from spatial.jobs import Actor, JobManager
-from spatial.settings import AppSettings
+from spatial.settings import REPO_ROOT, AppSettings
 
 from .auth import user_name
 
@@ -29,7 +29,7 @@ class AppContext:
     @cached_property
     def jobs(self) -> JobManager:
         with self._lock:
-            return JobManager(self.settings.data_dir / "jobs")
+            return JobManager(self.settings.data_dir / "jobs", cancel_grace_s=self.settings.cancel_grace_s)
 
     @cached_property
     def generation(self):
@@ -88,7 +88,13 @@ class AppContext:
 
     def scorer_error(self, name: str | None = None) -> str | None:
         name = name or os.environ.get("SPATIAL_SCORER") or "spatialscore"
-        return self._scorer_errors.get(name)
+        error = self._scorer_errors.get(name)
+        return None if error is None else self.public(error)
+
+    def public(self, text: str) -> str:
+        """A message fit for any visitor: the server's own folders shown relative, never absolute."""
+        text = text.replace(str(self.settings.data_dir), "$SPATIAL_DATA_DIR")
+        return text.replace(str(REPO_ROOT) + os.sep, "").replace(str(REPO_ROOT), ".")
 
     def gpu_busy_message(self) -> str | None:
         """On a GPU, a running training job owns the device: say so instead of risking OOM."""

@@ -3,6 +3,10 @@ side by side, each with its SpatialScore and (in the toy world) the oracle's ver
 
 from __future__ import annotations
 
+import math
+import re
+from pathlib import Path
+
 import gradio as gr
 
 from spatial.world import PromptError, check, parse_prompt, sample_prompts
@@ -39,6 +43,26 @@ def clean_seed(seed) -> int:
     return value
 
 
+def clean_steps(steps) -> int:
+    try:
+        value = float(steps)
+    except (TypeError, ValueError):
+        raise gr.Error("Steps must be a whole number.") from None
+    if not math.isfinite(value) or not 1 <= value <= 100:
+        raise gr.Error("Steps must be between 1 and 100.")
+    return int(value)
+
+
+def clean_guidance(guidance) -> float:
+    try:
+        value = float(guidance)
+    except (TypeError, ValueError):
+        raise gr.Error("Guidance must be a number.") from None
+    if not math.isfinite(value) or not 0 <= value <= 30:
+        raise gr.Error("Guidance must be a number between 0 and 30.")
+    return value
+
+
 def scorer_label(scorer) -> str:
     name = getattr(scorer, "name", "score")
     return {"spatialscore": "SpatialScore", "oracle": "Oracle score", "judge": "Judge P(yes)"}.get(name, name)
@@ -68,12 +92,49 @@ def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
     return blocks
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
 def adapter_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """The bundled LoRA and every finished GRPO checkpoint, as (label, value). Values name runs by
+    job id (`run:<job>/<checkpoint>`), so no server path reaches the page."""
     choices = [("Bundled RL LoRA", "bundled")]
     for ckpt in ctx.jobs.checkpoints("grpo"):
-        label = f"run {ckpt['job']} · {'final' if ckpt['path'].endswith('final') else 'step ' + str(ckpt['step'])}"
-        choices.append((label, ckpt["path"]))
+        name = Path(ckpt["path"]).name
+        label = f"run {ckpt['job']} · {'final' if name == 'final' else 'step ' + str(ckpt['step'])}"
+        choices.append((label, f"run:{ckpt['job']}/{name}"))
     return choices
+
+
+def resolve_adapter(ctx: AppContext, value: str | None) -> str:
+    """What a request may load as the tuned adapter: `bundled`, a listed run checkpoint (returned as
+    its folder), or a Hub repo id. Anything path-like is refused: visitors never read server files."""
+    value = (value or "bundled").strip()
+    if value == "bundled":
+        return value
+    if value.startswith("run:"):
+        for ckpt in ctx.jobs.checkpoints("grpo"):
+            if value == f"run:{ckpt['job']}/{Path(ckpt['path']).name}":
+                return ckpt["path"]
+        raise gr.Error("That training run has no such checkpoint; refresh the list (↻) and pick again.")
+    if HUB_ID.fullmatch(value) and ".." not in value and not Path(value).exists():
+        return value
+    raise gr.Error(f"no LoRA adapter {value[:100]!r}: pick one from the list or type a Hub repo id (owner/name).")
+
+
+def send_pair(state: dict | None, send_to_annotation) -> str:
+    """Queue the last generated pair for annotation; a message either way."""
+    if not state:
+        raise gr.Error("Generate a pair first.")
+    if send_to_annotation is None:
+        raise gr.Error("Annotation is not configured in this app.")
+    from spatial.annotation.errors import AnnotationError
+
+    try:
+        return send_to_annotation(state)
+    except AnnotationError as e:  # e.g. the LoRA changed nothing and both images are identical
+        reason = re.sub(r"^pair \d+: ", "", str(e))
+        raise gr.Error(f"Not queued: {reason}.") from None
 
 
 def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
@@ -104,6 +165,8 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
 
     def render(prompt, seed, steps, guidance, size, adapter, progress=gr.Progress()):
         prompt, seed = clean_prompt(prompt), clean_seed(seed)
+        steps, guidance = clean_steps(steps), clean_guidance(guidance)
+        source = resolve_adapter(ctx, adapter)
         busy = ctx.gpu_busy_message()
         if busy:
             raise gr.Error(busy)
@@ -113,8 +176,8 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
         service = ctx.generation
         progress(0, desc="loading the model")
         try:
-            if adapter and adapter != "bundled":
-                service.load_adapter(adapter, "picked")
+            if source != "bundled":
+                service.load_adapter(source, "picked")
                 name = "picked"
             else:
                 name = "tuned"
@@ -125,7 +188,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
             else:
                 base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
         except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(ctx.public(str(e))) from None
         progress(0.9, desc="scoring")
         images = [base] if tuned is None else [base, tuned]
         b, *t = score_lines(ctx, prompt, images)
@@ -133,15 +196,8 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
         state = {"prompt": prompt, "seed": seed, "adapter": adapter, "images": images} if tuned is not None else None
         return (base, tuned), "### Base\n" + b, "### RL-tuned\n" + t, state, gr.update(interactive=state is not None), ""
 
-    def send_pair(state):
-        if not state:
-            raise gr.Error("Generate a pair first.")
-        if send_to_annotation is None:
-            raise gr.Error("Annotation is not configured in this app.")
-        return send_to_annotation(state)
-
     go.click(render, [prompt, seed, steps, guidance, size, adapter], [slider, base_info, tuned_info, pair, send, sent],
              api_name="generate_pair", concurrency_limit=1, concurrency_id="gpu")  # fmt: skip
     refresh.click(lambda: gr.update(choices=adapter_choices(ctx)), None, adapter, api_name=False)
-    send.click(send_pair, pair, sent, api_name="send_pair_to_annotation")
+    send.click(lambda state: send_pair(state, send_to_annotation), pair, sent, api_name="send_pair_to_annotation")
 

@@ -20,19 +20,34 @@ def load_upload(path: str | None, label: str) -> Image.Image | None:
         return None
     try:
         with Image.open(path) as im:
-            if max(im.size) > MAX_SIDE:
-                raise gr.Error(f"Image {label} is {im.size[0]}x{im.size[1]}; the limit is {MAX_SIDE} px a side.")
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
+            size = im.size
+            if max(size) <= MAX_SIDE:
+                return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise gr.Error(f"Image {label} is not a readable image file.") from None
+    raise gr.Error(f"Image {label} is {size[0]}x{size[1]}; the limit is {MAX_SIDE} px a side.")
 
 
 def scorer_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Built-in scorers and every finished reward run (named `run:<job>`: no server path in the page)."""
     choices = [("Default (SPATIAL_SCORER)", "default"), ("SpatialWorld oracle", "oracle"), ("Zero-shot judge", "judge")]
     for ckpt in ctx.jobs.checkpoints("reward"):
-        if ckpt["status"] == "succeeded":
-            choices.append((f"reward run {ckpt['job']}", ckpt["path"]))
+        if ckpt["status"] == "succeeded" and ckpt["step"] is None:
+            choices.append((f"reward run {ckpt['job']}", f"run:{ckpt['job']}"))
     return choices
+
+
+def resolve_scorer(ctx: AppContext, value: str | None) -> str | None:
+    """The scorer a request may load: None (the default), a built-in name, or a finished reward run's
+    folder. Anything else is refused: a request never names a path to load."""
+    if value in (None, "", "default"):
+        return None
+    if value in ("oracle", "judge"):
+        return value
+    for ckpt in ctx.jobs.checkpoints("reward"):
+        if ckpt["status"] == "succeeded" and ckpt["step"] is None and value == f"run:{ckpt['job']}":
+            return ckpt["path"]
+    raise gr.Error("Pick a scorer from the list (refresh it with ↻ after a reward run finishes).")
 
 
 def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | None = "default") -> str:
@@ -41,9 +56,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
     if not images:
         raise gr.Error("Upload at least one image.")
     lines = []
-    name = None if scorer_name in (None, "", "default") else scorer_name
-    if name is not None and name not in {v for _, v in scorer_choices(ctx)}:
-        raise gr.Error("Pick a scorer from the list.")  # never load an arbitrary path from a request
+    name = resolve_scorer(ctx, scorer_name)
     scorer = ctx.scorer(name)
     if scorer is None:
         lines.append(f"Scorer unavailable: {ctx.scorer_error(name)}")
@@ -81,7 +94,10 @@ def build_score_tab(ctx: AppContext) -> None:
         a = gr.Image(label="Image A", type="filepath", height=280, elem_id="score-image-a")
         b = gr.Image(label="Image B (optional)", type="filepath", height=280)
     with gr.Row():
-        scorer = gr.Dropdown(label="Scorer", choices=scorer_choices(ctx), value="default", elem_id="score-scorer")
+        # Custom values pass the component so runs finished after page load work over the API;
+        # resolve_scorer is the allow-list.
+        scorer = gr.Dropdown(label="Scorer", choices=scorer_choices(ctx), value="default", elem_id="score-scorer",
+                             allow_custom_value=True)
         refresh = gr.Button("↻", scale=0, min_width=40)
     go = gr.Button("Score", variant="primary")
     out = gr.Markdown()

@@ -51,6 +51,8 @@ def job_detail(ctx: AppContext, job_id: str | None, profile):
         return empty
     p = ctx.jobs.progress(job_id, actor)
     status = f"**{job.id}** · {job.kind} · **{job.status}**" + (f" · {job.error}" if job.error else "")
+    if job.status == "cancelling":
+        status += " · finishing its step and saving a checkpoint; press Cancel again to stop it at once"
     long = []
     for row in ctx.jobs.metrics(job_id, actor):
         for key in ("loss", "reward_mean", "accuracy", "kl", "eval_accuracy", "eval_reward"):

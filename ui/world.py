@@ -26,9 +26,11 @@ def render_prompt(prompt: str, seed: float | None, size: float | None):
     return image, verdict_markdown(check(image, spec))
 
 
-def judge_image(prompt: str, image):
+def judge_image(prompt: str | None, image):
     if image is None:
         raise gr.Error("Upload an image to judge.")
+    if not (prompt or "").strip():
+        raise gr.Error("Type the prompt the image should show.")
     try:
         return verdict_markdown(check(image, prompt))
     except PromptError as e:

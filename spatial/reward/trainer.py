@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,6 +161,7 @@ class RewardTrainer:
         self.out = Path(config.output_dir)
         self.ckpt_dir = Path(config.checkpoint_dir or self.out / "checkpoints")
         self.skipped: set[str] = set()
+        self._stop = False  # set by SIGTERM
 
     # ---- data -------------------------------------------------------------------------------------
 
@@ -314,6 +317,9 @@ class RewardTrainer:
         per_epoch = max(1, len(train) // c.batch_size)
         last_eval = {}
         step = start
+        # A cancelled job gets SIGTERM: finish the step, checkpoint, exit (signals reach the main thread only).
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True)) if main_thread else None
         try:
             for step in range(start, c.steps):
                 epoch, k = divmod(step, per_epoch)
@@ -332,8 +338,10 @@ class RewardTrainer:
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+                # The SIGTERM flag rides along, so every process stops after the same step.
                 stats = torch.stack([loss.detach().float(), (mu[:local] > mu[local:]).float().mean(),
-                                     sigma_from_log(ls.detach()).float().mean()])  # fmt: skip
+                                     sigma_from_log(ls.detach()).float().mean(),
+                                     torch.tensor(float(self._stop), device=loss.device)])  # fmt: skip
                 stats = acc.reduce(stats, reduction="mean")
                 row = {"step": step + 1, "loss": round(stats[0].item(), 5), "accuracy": round(stats[1].item(), 4),
                        "sigma": round(stats[2].item(), 5), "lr": sched.get_last_lr()[0],
@@ -349,10 +357,15 @@ class RewardTrainer:
                     metrics.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}", sigma=f"{row['sigma']:.3f}")
+                if stats[3].item() > 0 and step + 1 < c.steps:
+                    self.save_checkpoint(model, opt, sched, step + 1)
+                    raise KeyboardInterrupt(f"stopped on SIGTERM after step {step + 1} (checkpoint saved)")
         except BadRowError:
             self.save_checkpoint(model, opt, sched, step)  # keep what was learnt up to the bad row
             raise
         finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
             bar.close()
             if metrics is not None:
                 metrics.close()

@@ -6,6 +6,7 @@ the manager's behaviour is tested in seconds without depending on model code."""
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,16 @@ ap.add_argument("--step_seconds", type=float, default=0.2)
 ap.add_argument("--fail_at", type=int, default=-1)
 ap.add_argument("--ignore_sigterm", default="false")
 ap.add_argument("--resume", default="false")
+ap.add_argument("--finish", default="final", help="what success leaves: `final` (GRPO) or `model` (reward training)")
+ap.add_argument("--detached_child", default="false",
+                help="start a child in its own session that ignores SIGTERM, as a launcher's worker might")
 args = ap.parse_args()
 out = Path(args.output_dir)
 stop = False
+if args.detached_child == "true":
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    (out / "child.pid").write_text(str(child.pid))
 
 
 def on_term(signum, frame):
@@ -53,6 +61,9 @@ for step in range(start + 1, args.steps + 1):
     if step % 2 == 0:
         (out / f"checkpoint-{step}").mkdir(exist_ok=True)
         (out / f"checkpoint-{step}" / "state.json").write_text(json.dumps({"step": step}))
-(out / "final").mkdir(exist_ok=True)
-(out / "final" / "state.json").write_text(json.dumps({"step": args.steps}))
+if args.finish == "model":
+    (out / "spatialscore_config.json").write_text(json.dumps({"step": args.steps}))
+else:
+    (out / "final").mkdir(exist_ok=True)
+    (out / "final" / "state.json").write_text(json.dumps({"step": args.steps}))
 print("done", flush=True)

@@ -1,0 +1,147 @@
+"""The Generate, Compare, Score and SpatialWorld handlers and the app's settings, called in-process:
+who may be admin, what a request may load, and the messages bad input gets."""
+
+import math
+import time
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from spatial.jobs import Actor, JobManager
+from spatial.settings import REPO_ROOT, AppSettings
+from ui.context import AppContext
+from ui.generate import adapter_choices, clean_guidance, clean_steps, resolve_adapter, send_pair
+from ui.score import MAX_SIDE, load_upload, resolve_scorer, scorer_choices
+from ui.world import judge_image
+
+ADMIN = Actor("alice", is_admin=True)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    """An app context whose job manager runs the contract-following stand-in trainer for both kinds."""
+    c = AppContext(AppSettings(data_dir=tmp_path, local_user="alice"))
+    c.jobs = JobManager(tmp_path / "jobs", trainers={"grpo": "tests.helpers.job_trainer", "reward": "tests.helpers.job_trainer"},
+                        poll_s=0.1, use_accelerate=False)  # fmt: skip
+    yield c
+    c.jobs.close()
+
+
+def finished(ctx, kind, **config):
+    job = ctx.jobs.submit(ADMIN, kind, {"steps": 2, "step_seconds": 0.05, **config})
+    deadline = time.time() + 60
+    while ctx.jobs.get(job.id, ADMIN).status != "succeeded":
+        assert time.time() < deadline and ctx.jobs.get(job.id, ADMIN).status != "failed"
+        time.sleep(0.1)
+    return job
+
+
+# ---- who is an admin ----------------------------------------------------------------------------
+
+
+def test_locally_the_signed_in_local_user_is_the_admin():
+    settings = AppSettings.from_env({"SPATIAL_LOCAL_USER": "alice"})
+    assert settings.server_name == "127.0.0.1" and settings.is_admin("alice") and not settings.is_admin("bob")
+
+
+def test_off_a_space_on_a_public_address_the_stand_in_login_gives_nobody_admin_rights():
+    exposed = AppSettings.from_env({"SPATIAL_LOCAL_USER": "alice", "GRADIO_SERVER_NAME": "0.0.0.0"})
+    assert not exposed.is_admin("alice")
+    named = AppSettings.from_env({"SPATIAL_ADMINS": "alice", "GRADIO_SERVER_NAME": "0.0.0.0"})
+    assert not named.is_admin("alice")  # anyone clicking the stand-in button would be alice
+    trusted = AppSettings.from_env({"SPATIAL_LOCAL_USER": "alice", "GRADIO_SERVER_NAME": "0.0.0.0", "SPATIAL_REMOTE_ADMIN": "1"})
+    assert trusted.is_admin("alice")
+
+
+def test_on_a_space_the_owner_is_admin_through_real_oauth_on_any_address():
+    space = AppSettings.from_env({"SPACE_ID": "owner/studio"})
+    assert space.server_name == "0.0.0.0" and space.is_admin("owner") and not space.is_admin("visitor")
+
+
+def test_the_cancel_grace_period_is_a_setting_the_job_manager_uses(tmp_path):
+    ctx = AppContext(AppSettings.from_env({"SPATIAL_DATA_DIR": str(tmp_path), "SPATIAL_CANCEL_GRACE_S": "900"}))
+    try:
+        assert ctx.jobs.cancel_grace_s == 900
+    finally:
+        ctx.jobs.close()
+
+
+# ---- what a request may load ----------------------------------------------------------------------
+
+
+def test_adapter_choices_name_runs_by_job_id_and_resolve_to_their_checkpoint_folders(ctx):
+    job = finished(ctx, "grpo")
+    values = [v for _, v in adapter_choices(ctx)]
+    assert values == ["bundled", f"run:{job.id}/checkpoint-2", f"run:{job.id}/final"]
+    assert not any(str(ctx.settings.data_dir) in v for v in values)  # no server path reaches the page
+    assert resolve_adapter(ctx, f"run:{job.id}/final") == f"{job.run_dir}/final"
+    assert resolve_adapter(ctx, "bundled") == "bundled" and resolve_adapter(ctx, "") == "bundled"
+    assert resolve_adapter(ctx, "someone/spatial-rl-lora") == "someone/spatial-rl-lora"  # a Hub id
+
+
+@pytest.mark.parametrize("value", ["/etc", "../../etc/passwd", "assets/toy", "assets/toy/rl-lora", "run:nope/final",
+                                   "a/b/c", "~/.cache"])  # fmt: skip
+def test_adapter_values_that_are_paths_or_unknown_runs_are_refused(ctx, value):
+    with pytest.raises(gr.Error, match="no LoRA adapter|no such checkpoint"):
+        resolve_adapter(ctx, value)
+
+
+def test_scorer_choices_offer_finished_reward_runs_by_job_id_and_nothing_else_loads(ctx, tmp_path):
+    job = finished(ctx, "reward", finish="model")
+    assert (f"reward run {job.id}", f"run:{job.id}") in scorer_choices(ctx)
+    assert resolve_scorer(ctx, f"run:{job.id}") == job.run_dir
+    assert resolve_scorer(ctx, "default") is None and resolve_scorer(ctx, "oracle") == "oracle"
+    for value in (job.run_dir, str(REPO_ROOT / "assets/toy/spatialscore"), "run:nope", "spatialscore"):
+        with pytest.raises(gr.Error, match="Pick a scorer from the list"):
+            resolve_scorer(ctx, value)
+
+
+def test_messages_for_visitors_show_server_folders_relative(ctx):
+    text = f"no model at {REPO_ROOT}/assets/toy/flux nor {ctx.settings.data_dir}/jobs/runs/x"
+    assert ctx.public(text) == "no model at assets/toy/flux nor $SPATIAL_DATA_DIR/jobs/runs/x"
+
+
+# ---- bad input, clear messages --------------------------------------------------------------------
+
+
+def test_an_oversized_upload_is_named_as_too_big_and_a_corrupt_one_as_unreadable(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (MAX_SIDE + 1, 8)).save(big)
+    with pytest.raises(gr.Error, match=f"Image A is {MAX_SIDE + 1}x8; the limit is {MAX_SIDE} px"):
+        load_upload(str(big), "A")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(gr.Error, match="Image B is not a readable image file"):
+        load_upload(str(broken), "B")
+    fine = tmp_path / "fine.png"
+    Image.new("L", (16, 16)).save(fine)
+    assert load_upload(str(fine), "A").mode == "RGB"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1, 31, "lots", None])
+def test_guidance_must_be_a_finite_number_in_range(value):
+    with pytest.raises(gr.Error, match="Guidance must be"):
+        clean_guidance(value)
+
+
+@pytest.mark.parametrize("value", [math.nan, 0, 101, "x"])
+def test_steps_must_be_a_whole_number_in_range(value):
+    with pytest.raises(gr.Error, match="Steps must be"):
+        clean_steps(value)
+
+
+def test_the_oracle_asks_for_a_prompt_instead_of_crashing_without_one():
+    image = Image.new("RGB", (32, 32), "white")
+    for prompt in (None, "", "   "):
+        with pytest.raises(gr.Error, match="Type the prompt"):
+            judge_image(prompt, image)
+
+
+def test_a_pair_of_identical_images_is_not_queued_for_annotation_and_says_why(ctx):
+    same = Image.new("RGB", (32, 32), "white")
+    state = {"prompt": "a red circle left of a blue square", "seed": 0, "adapter": "bundled", "images": [same, same.copy()]}
+    with pytest.raises(gr.Error, match="Not queued: both images are identical"):
+        send_pair(state, ctx.send_pair)
+    with pytest.raises(gr.Error, match="Generate a pair first"):
+        send_pair(None, ctx.send_pair)
