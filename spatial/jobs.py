@@ -3,14 +3,15 @@
 A job is a trainer module run as `accelerate launch -m <module> --output_dir RUN ...` in its own
 process group, with its output in `RUN/log.txt` and its metrics in `RUN/metrics.jsonl` (one JSON
 object per line with at least `step`, and `total_steps` for the progress bar). Trainers save a
-checkpoint and exit on SIGTERM; cancel sends SIGTERM to the whole group and SIGKILL after a grace
-period. State survives app restarts: a running job whose process is gone is marked failed, one
+checkpoint and exit on SIGTERM; cancel sends SIGTERM to the trainer processes and SIGKILL to the
+whole process tree after a grace period (or at a second cancel). State survives app restarts: a running job whose process is gone is marked failed, one
 still alive is adopted again, and a failed or cancelled job can be resumed (`--resume`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -130,6 +131,8 @@ class JobManager:
         self.runs.mkdir(parents=True, exist_ok=True)
         self.trainers = dict(TRAINERS if trainers is None else trainers)
         self.num_processes = num_processes
+        if not (math.isfinite(cancel_grace_s) and cancel_grace_s >= 0):
+            raise ValueError(f"cancel_grace_s must be a number of seconds >= 0, not {cancel_grace_s}")
         self.cancel_grace_s = cancel_grace_s
         self.poll_s = poll_s
         self.python = python
@@ -143,7 +146,11 @@ class JobManager:
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
         for name, kind in _COLUMNS_ADDED.items():
             if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                try:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
         self._recover()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-scheduler", daemon=True)
@@ -187,7 +194,7 @@ class JobManager:
                 self._set(job_id, status="cancelled", finished=time.time(), error="cancelled before it started")
             elif job.status == "running":
                 self._set(job_id, status="cancelling")
-                self._signal(job_id, signal.SIGTERM)
+                self._stop_gracefully(job_id)
                 self._force_kill_after(job_id, self.cancel_grace_s)
             elif job.status == "cancelling":
                 self._signal(job_id, signal.SIGKILL)  # asked twice: stop waiting for the checkpoint
@@ -347,9 +354,29 @@ class JobManager:
                 self._procs[row["id"]] = proc
                 if row["status"] == "cancelling":  # the app went down mid-cancel: the kill timer goes on
                     self._force_kill_after(row["id"], self.cancel_grace_s)
+            elif row["status"] == "cancelling":  # it ended while the app was down, as asked
+                self._set(row["id"], status="cancelled", finished=time.time())
             else:
                 self._set(row["id"], status="failed", finished=time.time(),
                           error="the app restarted while this job ran and its process is gone; resume it")  # fmt: skip
+
+    def _stop_gracefully(self, job_id: str) -> None:
+        """SIGTERM to the trainer processes. Under `accelerate launch` the launcher itself is spared:
+        on SIGTERM it kills its workers after 5 s (accelerate 1.x), cutting a checkpoint short; it
+        exits on its own once they have."""
+        row = self._row(job_id)
+        try:
+            workers = psutil.Process(row["pid"]).children(recursive=True) if self.use_accelerate else []
+        except (psutil.Error, TypeError, ValueError):
+            workers = []
+        if not workers:  # the trainer leads the group (no launcher), or the launcher has not started it yet
+            self._signal(job_id, signal.SIGTERM)
+            return
+        for worker in workers:
+            try:
+                worker.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
 
     def _signal(self, job_id: str, sig: int) -> None:
         row = self._row(job_id)

@@ -6,6 +6,7 @@ Every setting has a default that runs the embedded toy world offline. The README
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _seconds(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class AppSettings:
     """SpatialWorld pairs put in an empty annotation queue at first start (toy preset only)."""
     server_name: str = "127.0.0.1"
     server_port: int = 7860
+    share: bool = False
+    """A public gradio.live link (`GRADIO_SHARE=1`); it reaches a loopback server from anywhere."""
     remote_admin: bool = False
     """Off a Space the login is a local stand-in that anyone reaching the server can click, so admin
     rights are given only when the app listens on loopback, unless this is set (`SPATIAL_REMOTE_ADMIN=1`)."""
@@ -52,8 +65,9 @@ class AppSettings:
             seed_pairs=int(env.get("SPATIAL_SEED_PAIRS", "40")),
             server_name=env.get("GRADIO_SERVER_NAME", "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
             server_port=int(env.get("GRADIO_SERVER_PORT", "7860")),
+            share=env.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes"),
             remote_admin=env.get("SPATIAL_REMOTE_ADMIN", "").lower() in ("1", "true", "yes"),
-            cancel_grace_s=float(env.get("SPATIAL_CANCEL_GRACE_S", "300")),
+            cancel_grace_s=_seconds(env.get("SPATIAL_CANCEL_GRACE_S", "300"), "SPATIAL_CANCEL_GRACE_S"),
         )
 
     @property
@@ -62,7 +76,9 @@ class AppSettings:
 
     @property
     def on_loopback(self) -> bool:
-        return self.server_name in ("localhost", "::1") or self.server_name.startswith("127.")
+        """Reachable only from this machine (as far as we can tell: a reverse proxy in front of a
+        loopback address is not, and needs real sign-in)."""
+        return not self.share and (self.server_name in ("localhost", "::1") or self.server_name.startswith("127."))
 
     def admin_names(self) -> tuple[str, ...]:
         if not (self.on_space or self.on_loopback or self.remote_admin):

@@ -3,6 +3,7 @@ who may be admin, what a request may load, and the messages bad input gets."""
 
 import math
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -54,6 +55,17 @@ def test_off_a_space_on_a_public_address_the_stand_in_login_gives_nobody_admin_r
     assert trusted.is_admin("alice")
 
 
+def test_a_share_link_reaches_a_loopback_server_from_anywhere_so_it_gives_no_admin_rights():
+    shared = AppSettings.from_env({"SPATIAL_LOCAL_USER": "alice", "GRADIO_SHARE": "1"})
+    assert shared.server_name == "127.0.0.1" and shared.share and not shared.is_admin("alice")
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "soon", "inf"])
+def test_a_cancel_grace_period_that_is_not_seconds_is_refused_at_start(value):
+    with pytest.raises(ValueError, match="SPATIAL_CANCEL_GRACE_S must be a number of seconds"):
+        AppSettings.from_env({"SPATIAL_CANCEL_GRACE_S": value})
+
+
 def test_on_a_space_the_owner_is_admin_through_real_oauth_on_any_address():
     space = AppSettings.from_env({"SPACE_ID": "owner/studio"})
     assert space.server_name == "0.0.0.0" and space.is_admin("owner") and not space.is_admin("visitor")
@@ -100,6 +112,12 @@ def test_scorer_choices_offer_finished_reward_runs_by_job_id_and_nothing_else_lo
 def test_messages_for_visitors_show_server_folders_relative(ctx):
     text = f"no model at {REPO_ROOT}/assets/toy/flux nor {ctx.settings.data_dir}/jobs/runs/x"
     assert ctx.public(text) == "no model at assets/toy/flux nor $SPATIAL_DATA_DIR/jobs/runs/x"
+
+
+def test_only_whole_path_components_are_rewritten():
+    ctx = AppContext(AppSettings(data_dir=Path("/data")))  # a Space's persistent storage
+    text = "see https://huggingface.co/datasets/x, /data/jobs and /srv/data/y"
+    assert ctx.public(text) == "see https://huggingface.co/datasets/x, $SPATIAL_DATA_DIR/jobs and /srv/data/y"
 
 
 # ---- bad input, clear messages --------------------------------------------------------------------

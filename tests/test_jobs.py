@@ -148,6 +148,44 @@ def test_a_cancel_interrupted_by_an_app_restart_still_ends_in_a_kill(tmp_path):
         second.close()
 
 
+def test_a_job_being_cancelled_that_ended_while_the_app_was_down_is_cancelled_not_failed(tmp_path):
+    first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    job = first.submit(ADMIN, "toy", {"steps": 1})
+    first._set(job.id, status="cancelling", pid=2**22 + 12345, pid_created=0.0)  # a process long gone
+    first.close()
+    second = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    try:
+        assert second.get(job.id, ADMIN).status == "cancelled"
+    finally:
+        second.close()
+
+
+def test_a_database_from_before_the_queued_column_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    db.execute("""CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL, config TEXT NOT NULL,
+        status TEXT NOT NULL, run_dir TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, pid INTEGER,
+        pid_created REAL, exit_code INTEGER, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        resume INTEGER NOT NULL DEFAULT 0)""")
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    db.execute("INSERT INTO jobs (id, owner, kind, config, status, run_dir, created) VALUES (?,?,?,?,?,?,?)",
+               ("old", "alice", "toy", '{"steps": 1}', "queued", str(tmp_path / "runs" / "old"), 1.0))
+    db.commit()
+    db.close()
+    m = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    try:
+        assert wait_for(m, "old", ("succeeded",)).status == "succeeded"  # the old queued job still runs
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("grace", [float("nan"), -1.0])
+def test_a_grace_period_that_is_not_seconds_is_refused(tmp_path, grace):
+    with pytest.raises(ValueError, match="cancel_grace_s"):
+        JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=grace, use_accelerate=False)
+
+
 def test_an_adopted_reward_run_that_saved_its_model_counts_as_succeeded(tmp_path):
     first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
     job = first.submit(ADMIN, "toy", {"steps": 10, "step_seconds": 0.2, "finish": "model"})
@@ -247,12 +285,13 @@ def test_tokens_are_redacted_from_log_tails(manager):
 
 @pytest.mark.slow
 def test_jobs_run_under_accelerate_launch_and_cancel_reaches_the_worker(tmp_path):
-    m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=10, poll_s=0.1, use_accelerate=True)
+    m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=30, poll_s=0.1, use_accelerate=True)
     try:
         ok = m.submit(ADMIN, "toy", {"steps": 2, "step_seconds": 0.1})
         assert "accelerate.commands.launch" in m.command(m.get(ok.id, ADMIN))
         assert wait_for(m, ok.id, ("succeeded", "failed"), timeout=120).status == "succeeded"
-        long = m.submit(ADMIN, "toy", {"steps": 400, "step_seconds": 0.1})
+        # Saving takes longer than the 5 s accelerate's launcher gives its workers once it is signalled.
+        long = m.submit(ADMIN, "toy", {"steps": 400, "step_seconds": 0.1, "save_seconds": 7})
         wait_for(m, long.id, ("running",), timeout=60)
         while not m.metrics(long.id, ADMIN):
             time.sleep(0.1)

@@ -21,7 +21,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"{e}; rerun the same command to continue from it", file=sys.stderr)
+        # SIGTERM says which checkpoint it saved; Ctrl-C saves none.
+        print(f"{e or 'stopped'}; rerun the same command to continue from the last checkpoint", file=sys.stderr)
         return 130
     print(f"saved SpatialScore to {out}")
     return 0

@@ -67,6 +67,7 @@ def launch_kwargs(settings: AppSettings) -> dict:
     return {
         "server_name": settings.server_name,
         "server_port": settings.server_port,
+        "share": settings.share,  # explicit: Gradio would otherwise decide on its own (e.g. in Colab)
         "theme": THEME,
         "css": CSS,
         "head": HEAD,

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
+from pathlib import Path
 from functools import cached_property
 
 import gradio as gr
@@ -92,9 +94,17 @@ class AppContext:
         return None if error is None else self.public(error)
 
     def public(self, text: str) -> str:
-        """A message fit for any visitor: the server's own folders shown relative, never absolute."""
-        text = text.replace(str(self.settings.data_dir), "$SPATIAL_DATA_DIR")
-        return text.replace(str(REPO_ROOT) + os.sep, "").replace(str(REPO_ROOT), ".")
+        """A message fit for any visitor: the server's own folders shown relative, never absolute.
+        Only whole path components match (`/data` is not the start of `/datasets`)."""
+        folders = [(Path(self.settings.data_dir).resolve(), "$SPATIAL_DATA_DIR/", "$SPATIAL_DATA_DIR"),
+                   (REPO_ROOT, "", "."), (Path.home(), "~/", "~")]  # fmt: skip
+        for folder, inside, itself in folders:
+            if folder == Path("/"):
+                continue
+            root = r"(?<![\w.-])" + re.escape(str(folder))
+            text = re.sub(root + "/", lambda _: inside, text)
+            text = re.sub(root + r"(?![\w.-])", lambda _: itself, text)
+        return text
 
     def gpu_busy_message(self) -> str | None:
         """On a GPU, a running training job owns the device: say so instead of risking OOM."""

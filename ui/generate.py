@@ -76,7 +76,7 @@ def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
         try:
             scores = scorer.score([prompt] * len(images), images)
         except Exception as e:  # noqa: BLE001 - a prompt the scorer cannot read: say so, keep the images
-            scores, note = None, f"SpatialScore could not score this: {e}"
+            scores, note = None, ctx.public(f"SpatialScore could not score this: {e}")
     else:
         note = f"SpatialScore unavailable ({ctx.scorer_error()})"
     try:
@@ -92,7 +92,6 @@ def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
     return blocks
 
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
 
 def adapter_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -106,6 +105,18 @@ def adapter_choices(ctx: AppContext) -> list[tuple[str, str]]:
     return choices
 
 
+def is_hub_id(value: str) -> bool:
+    """`owner/name` as the Hub spells repo ids (huggingface_hub's own check, plus exactly one slash)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return value.count("/") == 1
+
+
 def resolve_adapter(ctx: AppContext, value: str | None) -> str:
     """What a request may load as the tuned adapter: `bundled`, a listed run checkpoint (returned as
     its folder), or a Hub repo id. Anything path-like is refused: visitors never read server files."""
@@ -117,7 +128,7 @@ def resolve_adapter(ctx: AppContext, value: str | None) -> str:
             if value == f"run:{ckpt['job']}/{Path(ckpt['path']).name}":
                 return ckpt["path"]
         raise gr.Error("That training run has no such checkpoint; refresh the list (↻) and pick again.")
-    if HUB_ID.fullmatch(value) and ".." not in value and not Path(value).exists():
+    if is_hub_id(value) and not Path(value).exists():
         return value
     raise gr.Error(f"no LoRA adapter {value[:100]!r}: pick one from the list or type a Hub repo id (owner/name).")
 

@@ -52,11 +52,11 @@ def resolve_scorer(ctx: AppContext, value: str | None) -> str | None:
 
 def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | None = "default") -> str:
     prompt = clean_prompt(prompt)
+    name = resolve_scorer(ctx, scorer_name)
     images = [(label, im) for label, im in (("A", load_upload(path_a, "A")), ("B", load_upload(path_b, "B"))) if im is not None]
     if not images:
         raise gr.Error("Upload at least one image.")
     lines = []
-    name = resolve_scorer(ctx, scorer_name)
     scorer = ctx.scorer(name)
     if scorer is None:
         lines.append(f"Scorer unavailable: {ctx.scorer_error(name)}")
@@ -64,7 +64,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
         try:
             r = scorer.score([prompt] * len(images), [im for _, im in images])
         except Exception as e:  # noqa: BLE001 - e.g. a prompt the toy tokenizer cannot read
-            raise gr.Error(f"SpatialScore could not score this: {e}") from None
+            raise gr.Error(ctx.public(f"SpatialScore could not score this: {e}")) from None
         lines.append(f"| image | {scorer_label(scorer)} (mu ± sigma) |\n| --- | --- |")
         lines += [f"| {label} | {r.mu[i]:.3f} ± {r.sigma[i]:.3f} |" for i, (label, _) in enumerate(images)]
         if len(images) == 2:
@@ -76,7 +76,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
             j = judge.score([prompt] * len(images), [im for _, im in images])
             lines.append("\nZero-shot judge P(yes): " + ", ".join(f"{l} {j.mu[i]:.3f}" for i, (l, _) in enumerate(images)))
         except Exception as e:  # noqa: BLE001
-            lines.append(f"\nZero-shot judge could not score this: {e}")
+            lines.append(ctx.public(f"\nZero-shot judge could not score this: {e}"))
     try:
         spec = parse_prompt(prompt)
         for label, im in images:

@@ -358,7 +358,8 @@ class RewardTrainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}", sigma=f"{row['sigma']:.3f}")
                 if stats[3].item() > 0 and step + 1 < c.steps:
-                    self.save_checkpoint(model, opt, sched, step + 1)
+                    if (step + 1) % c.checkpoint_every:  # else saved just above
+                        self.save_checkpoint(model, opt, sched, step + 1)
                     raise KeyboardInterrupt(f"stopped on SIGTERM after step {step + 1} (checkpoint saved)")
         except BadRowError:
             self.save_checkpoint(model, opt, sched, step)  # keep what was learnt up to the bad row

@@ -18,6 +18,7 @@ ap.add_argument("--step_seconds", type=float, default=0.2)
 ap.add_argument("--fail_at", type=int, default=-1)
 ap.add_argument("--ignore_sigterm", default="false")
 ap.add_argument("--resume", default="false")
+ap.add_argument("--save_seconds", type=float, default=0.0, help="how long saving on SIGTERM takes")
 ap.add_argument("--finish", default="final", help="what success leaves: `final` (GRPO) or `model` (reward training)")
 ap.add_argument("--detached_child", default="false",
                 help="start a child in its own session that ignores SIGTERM, as a launcher's worker might")
@@ -54,6 +55,7 @@ for step in range(start + 1, args.steps + 1):
         f.write(json.dumps({"step": step, "total_steps": args.steps, "loss": 1.0 / step}) + "\n")
     print(f"step {step}/{args.steps}", flush=True)
     if stop:
+        time.sleep(args.save_seconds)
         (out / f"checkpoint-{step}").mkdir(exist_ok=True)
         (out / f"checkpoint-{step}" / "state.json").write_text(json.dumps({"step": step}))
         print("saved and stopping on SIGTERM", flush=True)
