@@ -108,3 +108,29 @@ def test_saving_an_adapter_that_does_not_exist_is_refused(base_dir, tmp_path):
     pipe = FluxPipeline.from_pretrained(base_dir)
     with pytest.raises(AdapterUnavailableError, match="nope"):
         save_lora(pipe, tmp_path / "x", adapter_name="nope")
+
+
+def test_a_lora_saved_with_dropout_renders_deterministically_once_loaded(base_dir, tmp_path):
+    from peft import LoraConfig
+
+    pipe = FluxPipeline.from_pretrained(base_dir)
+    targets = sorted({n.rsplit(".", 1)[-1] for n, _ in pipe.transformer.named_modules() if n.endswith(("to_q", "to_v"))})
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, lora_dropout=0.5, target_modules=targets))
+    with torch.no_grad():
+        for n, p in pipe.transformer.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    save_lora(pipe, tmp_path / "lora")
+    fresh = FluxPipeline.from_pretrained(base_dir)
+    load_lora(fresh, tmp_path / "lora", "tuned")
+    assert fresh.transformer.peft_config["tuned"].lora_dropout == 0.5
+    assert np.array_equal(render(fresh, "tuned"), render(fresh, "tuned"))  # dropout off at inference
+
+
+def test_a_lora_file_with_nothing_for_the_transformer_is_refused_by_name(base_dir, tmp_path):
+    (tmp_path / "te-only").mkdir()
+    save_file({"vae.decoder.conv_in.lora_A.weight": torch.zeros(4, 32)},
+              str(tmp_path / "te-only" / WEIGHTS_NAME))  # fmt: skip
+    pipe = FluxPipeline.from_pretrained(base_dir)
+    with pytest.raises(AdapterUnavailableError, match="no weights for the FLUX transformer"):
+        load_lora(pipe, tmp_path / "te-only", "tuned")

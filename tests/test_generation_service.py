@@ -137,6 +137,45 @@ def test_set_adapter_picks_which_loaded_run_is_the_tuned_side(tiny_dir, tmp_path
         service.set_adapter("run3")
 
 
+def test_an_unloaded_adapter_leaves_the_transformer_and_its_memory(tiny_dir, tmp_path):
+    source = FluxPipeline.from_pretrained(tiny_dir)
+    add_lora(source.transformer, rank=4, alpha=4)
+    nudge_lora(source.transformer, "default")
+    save_lora(source, tmp_path / "lora")
+    service = GenerationService(tiny_config(tiny_dir))
+    plain = service.generate(PROMPTS[0], [1])[0]
+    count = sum(p.numel() for p in service.pipeline.transformer.parameters())
+    service.load_adapter(tmp_path / "lora", "compare")
+    service.unload_adapter("compare")
+    assert "compare" not in service.adapters
+    assert "compare" not in (getattr(service.pipeline.transformer, "peft_config", None) or {})
+    assert sum(p.numel() for p in service.pipeline.transformer.parameters()) == count
+    assert same(service.generate(PROMPTS[0], [1])[0], plain)
+    service.unload_adapter("never-loaded")  # nothing to do, no error
+
+
+def test_an_error_in_the_middle_of_a_render_leaves_the_adapter_off(tiny_dir, tmp_path, monkeypatch):
+    source = FluxPipeline.from_pretrained(tiny_dir)
+    add_lora(source.transformer, rank=4, alpha=4)
+    nudge_lora(source.transformer, "default")
+    save_lora(source, tmp_path / "lora")
+    service = GenerationService(tiny_config(tiny_dir))
+    service.load_adapter(tmp_path / "lora", "tuned")
+    plain = service.generate(PROMPTS[0], [1])[0]
+    real = sampling.generate_images
+
+    def out_of_memory(*args, **kwargs):  # what a too-big request does on a GPU, after the adapter went on
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(sampling, "generate_images", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        service.generate(PROMPTS[0], [1], adapter="tuned")
+    monkeypatch.setattr(sampling, "generate_images", real)
+    # Someone using the pipeline directly next gets the base model, not a half-switched one.
+    direct = sampling.generate_images(service.pipeline, [PROMPTS[0]], [1], 4, 3.5, 32)[0]
+    assert same(direct, plain)
+
+
 def test_tuned_without_an_adapter_says_how_to_supply_one(service):
     assert "SPATIAL_LORA" in service.tuned_status()
     with pytest.raises(AdapterUnavailableError, match="SPATIAL_LORA"):
@@ -208,3 +247,10 @@ def test_flux_dev_preset_loads_a_pipeline_in_the_hub_layout(tiny_dir, tmp_path):
 def test_spaces_gpu_leaves_the_entry_point_a_plain_function_off_zerogpu():
     assert service_module._render_on_gpu.__name__ == "_render_on_gpu"
     assert not hasattr(service_module._render_on_gpu, "zerogpu")
+
+
+def test_the_zerogpu_reservation_grows_with_the_work_and_is_capped():
+    one = service_module._gpu_seconds(0, [("p", 0, None)], 28, 3.5, 1024)
+    pair = service_module._gpu_seconds(0, [("p", 0, None), ("p", 0, "tuned")], 28, 3.5, 1024)
+    assert 20 < one < pair <= 600
+    assert service_module._gpu_seconds(0, [("p", 0, None)] * 64, 50, 3.5, 2048) == 600

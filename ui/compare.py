@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from spatial.world import PromptError, check, sample_prompts
 
 from .context import AppContext
-from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter
+from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter, size_choices
 
 MAX_CELLS = 64
 
@@ -68,11 +68,13 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
             elif ckpt == "bundled":
                 name = "tuned"
             else:
-                name = service.load_adapter(sources[ckpt], f"compare-{k}")
+                name = service.load_adapter(sources[ckpt], "compare")
             images[ckpt] = service.generate(prompts, seeds, int(steps), None, int(size), adapter=name)
             columns.append(ckpt)
     except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
         raise gr.Error(ctx.public(str(e))) from None
+    finally:
+        service.unload_adapter("compare")  # one run checkpoint in memory at a time, none left behind
     jobs = [(p, s) for p in prompts for s in seeds]
     scores = {}
     for ckpt in columns:
@@ -103,8 +105,8 @@ def build_compare_tab(ctx: AppContext) -> None:
             checkpoints = gr.Dropdown(label="Checkpoints", multiselect=True, choices=adapter_choices(ctx),
                                       value=["bundled"], allow_custom_value=True)  # fmt: skip
             with gr.Row():
-                steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
-                size = gr.Dropdown([32, 64, 128, 256, 512, 1024], value=64, label="Size (px)")
+                steps = gr.Slider(1, 50, value=ctx.generation.config.steps, step=1, label="Steps")
+                size = gr.Dropdown(size_choices(ctx), value=ctx.generation.config.size, label="Size (px)")
             refresh = gr.Button("Refresh checkpoint list")
             go = gr.Button("Compare", variant="primary")
         with gr.Column(scale=3):

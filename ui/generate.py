@@ -43,6 +43,11 @@ def clean_seed(seed) -> int:
     return value
 
 
+def size_choices(ctx: AppContext) -> list[int]:
+    """Sizes offered in the UI, with the preset's own (the size its model was trained at) among them."""
+    return sorted({32, 64, 128, 256, 512, 1024, ctx.generation.config.size})
+
+
 def clean_steps(steps) -> int:
     try:
         value = float(steps)
@@ -156,10 +161,10 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
             gr.Examples([[p] for p in HARD_PROMPTS + sample_prompts(4, 77)], inputs=prompt, label="Examples")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-                steps = gr.Slider(1, 50, value=20, step=1, label="Steps")
+                steps = gr.Slider(1, 50, value=ctx.generation.config.steps, step=1, label="Steps")
             with gr.Row():
-                guidance = gr.Slider(1.0, 10.0, value=3.5, step=0.5, label="Guidance")
-                size = gr.Dropdown([32, 64, 128, 256, 512, 1024], value=64, label="Size (px)")
+                guidance = gr.Slider(0.0, 10.0, value=ctx.generation.config.guidance, step=0.5, label="Guidance")
+                size = gr.Dropdown(size_choices(ctx), value=ctx.generation.config.size, label="Size (px)")
             with gr.Row():
                 adapter = gr.Dropdown(label="Tuned adapter", elem_id="generate-adapter", choices=adapter_choices(ctx), value="bundled",
                                       allow_custom_value=True, info="Bundled, a finished run, or a Hub id")  # fmt: skip

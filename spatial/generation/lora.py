@@ -82,7 +82,13 @@ def load_lora(pipeline: FluxPipeline, path_or_id: str | Path, adapter_name: str 
         pipeline.load_lora_weights(str(local) if _looks_local(source) else source, adapter_name=adapter_name)
     except Exception as e:  # noqa: BLE001 - hub, file and format errors all mean "cannot use this adapter"
         raise AdapterUnavailableError(f"could not load the LoRA adapter {source!r}: {_reason(e)}") from e
+    if adapter_name not in (getattr(transformer, "peft_config", None) or {}):
+        # diffusers only warns when a file holds no weights for this transformer (e.g. a text-encoder LoRA).
+        raise AdapterUnavailableError(f"the LoRA adapter {source!r} has no weights for the FLUX transformer")
     transformer.set_adapter(adapter_name)
+    # peft builds each new adapter's dropout in training mode: a LoRA saved with dropout would
+    # otherwise make renders random.
+    transformer.eval()
     return transformer.peft_config[adapter_name]
 
 

@@ -88,7 +88,13 @@ def load_pipeline(config: GenerationConfig) -> FluxPipeline:
 _SERVICES: "weakref.WeakValueDictionary[int, GenerationService]" = weakref.WeakValueDictionary()
 
 
-@_spaces_gpu
+def _gpu_seconds(service_id: int, jobs: list, steps: int, guidance: float, size: int, callback=None) -> int:
+    """The ZeroGPU reservation for one render call: 1 s per denoising step of a 1024 px image,
+    scaled by pixels (a generous allowance for FLUX.1-dev, not a measurement), plus 20 s."""
+    return int(min(600, 20 + len(jobs) * steps * (size / 1024) ** 2))
+
+
+@_spaces_gpu(duration=_gpu_seconds)
 def _render_on_gpu(service_id: int, jobs: list[tuple[str, int, str | None]], steps: int, guidance: float,
                    size: int, callback=None) -> list[Image.Image]:  # fmt: skip
     """The GPU entry point. On ZeroGPU it runs in a worker forked from the app, so it takes a
@@ -176,17 +182,26 @@ class GenerationService:
                 self._tuned_error = None
             return name
 
+    def unload_adapter(self, name: str) -> None:
+        """Delete a loaded adapter from the transformer (its memory is freed); unknown names are ignored."""
+        with self._lock:
+            if self._pipe is not None and name in (getattr(self._pipe.transformer, "peft_config", None) or {}):
+                self._pipe.transformer.delete_adapters(name)
+            self._adapters.pop(name, None)
+
     def adopt_adapter(self, name: str, source: str = "in memory") -> None:
         """Serve an adapter already attached to the transformer (e.g. the LoRA a GRPO run is training)."""
-        if name not in (getattr(self.pipeline.transformer, "peft_config", None) or {}):
-            raise AdapterUnavailableError(f"the transformer has no adapter named {name!r}")
-        self._adapters[name] = source
+        with self._lock:
+            if name not in (getattr(self.pipeline.transformer, "peft_config", None) or {}):
+                raise AdapterUnavailableError(f"the transformer has no adapter named {name!r}")
+            self._adapters[name] = source
 
     def set_adapter(self, name: str) -> None:
         """Choose which loaded adapter `compare` (and `generate(adapter="tuned")`) uses."""
-        if name not in self.adapters:
-            raise AdapterUnavailableError(f"no adapter named {name!r} is loaded (loaded: {', '.join(self._adapters) or 'none'})")
-        self._active = name
+        with self._lock:
+            if name not in self.adapters:
+                raise AdapterUnavailableError(f"no adapter named {name!r} is loaded (loaded: {', '.join(self._adapters) or 'none'})")
+            self._active = name
 
     # ---- rendering ------------------------------------------------------------------------------
 
@@ -203,6 +218,7 @@ class GenerationService:
         seeds = [seeds] if isinstance(seeds, int) else [int(s) for s in seeds]
         if not prompts or not seeds or any(not str(p).strip() for p in prompts):
             raise ValueError("give at least one non-empty prompt and one seed")
+        self.pipeline  # loaded here, not inside the GPU call (on ZeroGPU a forked worker's load is lost)
         name = self._resolve(adapter)
         steps, guidance, size = self._settings(steps, guidance, size)
         jobs = [(p, s, name) for p, s in itertools.product(prompts, seeds)]
@@ -238,26 +254,28 @@ class GenerationService:
         """Render (prompt, seed, adapter) jobs: grouped by adapter, batched by config.batch_size."""
         pipe = self.pipeline
         out: list[Image.Image | None] = [None] * len(jobs)
+        order = sorted(range(len(jobs)), key=lambda i: (jobs[i][2] or "",))
+        done, total = 0, len(jobs) * steps
         with self._lock:
-            order = sorted(range(len(jobs)), key=lambda i: (jobs[i][2] or "",))
-            done, total = 0, len(jobs) * steps
-            for name, group in itertools.groupby(order, key=lambda i: jobs[i][2]):
-                group = list(group)
-                self._switch(name)
-                for start in range(0, len(group), self.config.batch_size):
-                    idx = group[start : start + self.config.batch_size]
+            try:
+                for name, group in itertools.groupby(order, key=lambda i: jobs[i][2]):
+                    group = list(group)
+                    self._switch(name)
+                    for start in range(0, len(group), self.config.batch_size):
+                        idx = group[start : start + self.config.batch_size]
 
-                    def progress(step, n, k=len(idx), base=done):
-                        if callback is not None:
-                            callback(base + step * k, total)
+                        def progress(step, n, k=len(idx), base=done):
+                            if callback is not None:
+                                callback(base + step * k, total)
 
-                    images = sampling.generate_images(pipe, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx],
-                                                      steps, guidance, size, self.config.max_sequence_length,
-                                                      progress)  # fmt: skip
-                    done += len(idx) * steps
-                    for i, image in zip(idx, images):
-                        out[i] = image
-            self._switch(None)
+                        images = sampling.generate_images(pipe, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx],
+                                                          steps, guidance, size, self.config.max_sequence_length,
+                                                          progress)  # fmt: skip
+                        done += len(idx) * steps
+                        for i, image in zip(idx, images):
+                            out[i] = image
+            finally:
+                self._switch(None)  # an error mid-render (e.g. out of memory) leaves the base model on
         return out  # type: ignore[return-value]
 
     def _switch(self, name: str | None) -> None:
