@@ -11,6 +11,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import sys
 import textwrap
 import types
@@ -74,10 +75,29 @@ def coerce(cls, name: str, value: Any) -> Any:
     if tp is bool:
         return value if isinstance(value, bool) else parse_bool(value)
     if tp in (int, float, str):
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{name} must be a whole number, got {value}")
+        if tp in (int, float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+            if tp is int and not number.is_integer():
+                raise ValueError(f"{name} must be a whole number, got {value}")
+            if tp is float:
+                return number
+            exact = isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())
+            return int(value) if exact else int(number)
         return tp(value)
     return value
+
+
+def require_finite(config) -> None:
+    """ValueError naming the first float field of a config dataclass that is NaN or infinite."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
 
 
 def _default(cls, name: str) -> Any:

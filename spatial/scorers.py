@@ -167,11 +167,21 @@ def load_scorer(name_or_path: str | Path, device=None, dtype=None, **kwargs) -> 
         return ZeroShotJudge(TOY_VLM, device=device, dtype=dtype, **kwargs)
     if key.startswith("judge:"):
         return ZeroShotJudge(key[len("judge:") :], device=device, dtype=dtype, **kwargs)
+    check_scorer_name(key)
     path = Path(key)
     if (path / "spatialscore_config.json").is_file():
         return SpatialScoreScorer(path, device=device, dtype=dtype, **kwargs)
+    return ZeroShotJudge(key, device=device, dtype=dtype, **kwargs)
+
+
+def check_scorer_name(key: str) -> None:
+    """Refuse, without loading anything, a name `load_scorer` could never resolve (FileNotFoundError)."""
+    if key in ("oracle", "spatialscore", "judge") or key.startswith("judge:"):
+        return
+    path = Path(key)
+    if (path / "spatialscore_config.json").is_file():
+        return
     if path.is_dir() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{key} is neither a SpatialScore checkpoint nor a Qwen2.5-VL folder")
     if not path.exists() and (key.startswith((".", "/")) or key.count("/") != 1):
         raise FileNotFoundError(f"no scorer {key!r}: use oracle, spatialscore, judge, judge:<model>, or a path")
-    return ZeroShotJudge(key, device=device, dtype=dtype, **kwargs)

@@ -163,3 +163,29 @@ def test_a_pair_of_identical_images_is_not_queued_for_annotation_and_says_why(ct
         send_pair(state, ctx.send_pair)
     with pytest.raises(gr.Error, match="Generate a pair first"):
         send_pair(None, ctx.send_pair)
+
+
+def test_choosing_the_flux_dev_preset_refills_the_grpo_form_with_its_values():
+    from spatial.rl.config import PRESETS, GRPOConfig
+    from ui.forms import DataclassForm
+    from ui.train import GRPO_FIELDS
+
+    form = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=PRESETS["toy"], choices={"preset": list(PRESETS)},
+                         presets=PRESETS)  # fmt: skip
+    assert isinstance(form.component("preset"), gr.Dropdown)
+    values = dict(zip([f.name for f in form.fields], form.values_for(PRESETS["flux-dev"])))
+    assert (values["preset"], values["resolution"], values["group_size"], values["top_k"]) == ("flux-dev", 512, 24, 6)
+    # Fields the form does not show (eval_steps, gradient checkpointing, ...) come from the chosen preset too.
+    assert form.build(form.values_for(PRESETS["flux-dev"])) == GRPOConfig(**PRESETS["flux-dev"])
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", math.nan), ("beta", math.inf), ("iterations", math.inf)])
+def test_a_training_form_with_a_number_that_is_not_finite_is_refused_by_field(field, value):
+    from spatial.rl.config import PRESETS, GRPOConfig
+    from ui.forms import DataclassForm
+    from ui.train import GRPO_FIELDS
+
+    form = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=PRESETS["toy"])
+    values = dict(zip([f.name for f in form.fields], form.values_for(PRESETS["toy"])))
+    with pytest.raises(ValueError, match="finite number"):
+        form.build(list({**values, field: value}.values()))

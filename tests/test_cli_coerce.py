@@ -35,6 +35,17 @@ def test_values_are_converted_to_the_declared_type():
         coerce(Example, "seed", 2.5)
 
 
+@pytest.mark.parametrize("value", ["nan", float("nan"), "inf", float("-inf"), "1e999"])
+def test_numbers_that_are_not_finite_are_refused_by_name(value):
+    with pytest.raises(ValueError, match="seed must be a finite number"):
+        coerce(Example, "seed", value)
+
+
+def test_text_in_a_number_field_is_refused_by_name():
+    with pytest.raises(ValueError, match="seed must be a number, got 'ten'"):
+        coerce(Example, "seed", "ten")
+
+
 @pytest.mark.parametrize("entry", ["pretrain_toy", "pretrain_toy_vlm", "sample_pairs", "train_reward", "train_grpo",
                                    "evaluate generator", "evaluate reward", "launch_hub_job"])  # fmt: skip
 def test_every_training_command_prints_its_help(entry):

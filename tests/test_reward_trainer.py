@@ -143,6 +143,25 @@ def test_the_command_line_reports_bad_input_in_one_line(setup, tmp_path, capsys)
     assert "keep_checkpoints must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("learning_rate", float("nan"), "learning_rate must be a finite number"),
+        ("learning_rate", -1.0, "learning_rate must be in (0, 1)"),
+        ("weight_decay", float("nan"), "weight_decay must be a finite number"),
+        ("sigma_reg", float("inf"), "sigma_reg must be a finite number"),
+        ("lora_rank", 0, "lora_rank must be at least 1"),
+        ("generate_pairs", -5, "generate_pairs must be zero or more"),
+    ],
+)
+def test_settings_a_run_could_not_train_with_are_refused_before_any_compute(field, value, message):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RewardTrainingConfig(**{field: value}).validate()
+    RewardTrainingConfig().validate()
+
+
 def test_several_pair_sources_joined_by_commas_are_trained_and_evaluated_together(setup, tmp_path):
     other = tmp_path / "other"
     write_pairs(other, 12, seed=6, size=32, test_fraction=1 / 6)

@@ -15,9 +15,12 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def component_for(cls, field: dataclasses.Field, value, elem_id: str | None = None) -> gr.components.Component:
+def component_for(cls, field: dataclasses.Field, value, elem_id: str | None = None,
+                  choices: list | None = None) -> gr.components.Component:  # fmt: skip
     tp = _base_type(typing.get_type_hints(cls)[field.name])
     common = {"label": _label(field.name), "info": field_docs(cls).get(field.name), "elem_id": elem_id}
+    if choices is not None:
+        return gr.Dropdown(choices=choices, value=value, **common)
     if tp is bool:
         return gr.Checkbox(value=bool(value), **common)
     if tp is int:
@@ -31,13 +34,25 @@ class DataclassForm:
     """Components for some fields of a config dataclass and the code to read them back."""
 
     def __init__(self, cls, shown: list[str], defaults: dict | None = None, hidden: tuple[str, ...] = (),
-                 elem_prefix: str | None = None):
+                 elem_prefix: str | None = None, choices: dict[str, list] | None = None,
+                 presets: dict[str, dict] | None = None):  # fmt: skip
+        """`presets`: named defaults chosen by the form's `preset` field; the fields not shown then
+        come from the chosen preset, not from `defaults`."""
         self.cls = cls
         self.defaults = defaults or {}
+        self.presets = presets or {}
         self.fields = [f for f in dataclasses.fields(cls) if f.name in shown and f.name not in hidden]
         base = cls(**self.defaults)
-        self.components = [component_for(cls, f, getattr(base, f.name), elem_prefix and f"{elem_prefix}-{f.name}")
-                           for f in self.fields]
+        self.components = [component_for(cls, f, getattr(base, f.name), elem_prefix and f"{elem_prefix}-{f.name}",
+                                         (choices or {}).get(f.name)) for f in self.fields]  # fmt: skip
+
+    def component(self, name: str) -> gr.components.Component:
+        return self.components[[f.name for f in self.fields].index(name)]
+
+    def values_for(self, defaults: dict) -> list:
+        """What each component shows for a config built from `defaults` (e.g. another preset)."""
+        config = self.cls(**defaults)
+        return [getattr(config, f.name) if getattr(config, f.name) is not None else "" for f in self.fields]
 
     def build(self, values: list, **fixed):
         """The dataclass from form values (plus fixed fields); ValueError names the bad field."""
@@ -47,7 +62,8 @@ class DataclassForm:
                 given[f.name] = coerce(self.cls, f.name, v)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{_label(f.name)}: {e}") from None
-        config = self.cls(**{**self.defaults, **given, **fixed})
+        defaults = self.presets.get(given.get("preset"), self.defaults)
+        config = self.cls(**{**defaults, **given, **fixed})
         if hasattr(config, "validate"):
             config.validate()
         return config

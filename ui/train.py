@@ -95,7 +95,8 @@ def build_train_tab(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Tab("Spatial-RL (GRPO)"):
-                grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"], elem_prefix="grpo")
+                grpo = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=GRPO_PRESETS["toy"], elem_prefix="grpo",
+                                     choices={"preset": list(GRPO_PRESETS)}, presets=GRPO_PRESETS)  # fmt: skip
                 start_grpo = gr.Button("Start GRPO run", variant="primary")
             with gr.Tab("SpatialScore (reward model)"):
                 gr.Markdown("Pairs: a pair folder (SpatialWorld layout, e.g. an annotation export's `pairs/`) "
@@ -171,6 +172,9 @@ def build_train_tab(ctx: AppContext) -> None:
                    concurrency_limit=1)  # fmt: skip
     hub_reward.click(hub_sender("reward", reward), reward.components + hub.components, hub_note,
                      api_name="hub_job_reward", concurrency_limit=1)  # fmt: skip
+    # Choosing a preset refills the form with its values (else a flux-dev run would get the toy's).
+    grpo.component("preset").input(lambda p: grpo.values_for(GRPO_PRESETS[p]), grpo.component("preset"),
+                                   grpo.components, api_name=False)  # fmt: skip
     timer.tick(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     selected.change(refresh, [selected], outputs, api_name=False, show_progress="hidden")
     cancel.click(act("cancel"), [selected], outputs, api_name="cancel_job")

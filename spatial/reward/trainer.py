@@ -100,8 +100,17 @@ class RewardTrainingConfig:
     """Continue from the newest checkpoint in checkpoint_dir when there is one."""
 
     def validate(self) -> None:
+        from spatial.cli import require_finite
+
+        require_finite(self)
         if self.steps <= 0 or self.batch_size <= 0:
             raise ValueError("steps and batch_size must be positive")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.weight_decay < 0 or self.warmup < 0 or self.generate_pairs < 0:
+            raise ValueError("weight_decay, warmup and generate_pairs must be zero or more")
+        if self.lora_rank < 1 or not self.lora_alpha > 0:
+            raise ValueError(f"lora_rank must be at least 1 and lora_alpha positive, got {self.lora_rank} and {self.lora_alpha}")
         if self.loss not in ("mc", "closed"):
             raise ValueError("loss must be mc or closed")
         if self.mc_samples <= 0:

@@ -80,7 +80,7 @@ class GRPOConfig:
     eval_every: int = 10
     """Render the fixed evaluation prompts every this many iterations."""
     eval_prompts: int = 4
-    """How many fixed evaluation prompts (x 2 seeds) to render."""
+    """How many fixed evaluation prompts (x 2 seeds) to render; 0: none."""
     seed: int = 0
     """Seed of sampling noise and initialisation."""
     resume: bool = False
@@ -88,6 +88,18 @@ class GRPOConfig:
 
     def validate(self) -> None:
         """Refuse bad configurations before any compute, with one clear message."""
+        from spatial.cli import require_finite
+        from spatial.scorers import check_scorer_name
+
+        require_finite(self)
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        try:
+            check_scorer_name(self.reward)
+        except FileNotFoundError as e:
+            raise ValueError(f"reward: {e}") from None
+        if self.eval_prompts < 0:
+            raise ValueError(f"eval_prompts must be zero (no evaluation) or more, got {self.eval_prompts}")
         if self.group_size < 2:
             raise ValueError(f"group_size must be at least 2 to compare samples, got {self.group_size}")
         if self.top_k < 0 or 2 * self.top_k > self.group_size:
