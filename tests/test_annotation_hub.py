@@ -177,6 +177,44 @@ def test_write_back_is_off_without_a_repo_and_a_token(tmp_path):
         HubConfig(repo_id="no-owner", token="hf_x").validate()
 
 
+def test_an_unreachable_hub_at_start_leaves_the_app_running_with_write_back_off(tmp_path, capsys):
+    class Down(RecordingHub):
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectionError(f"cannot reach huggingface.co with token {CONFIG.token} (simulated)")
+
+    store = make_store(tmp_path / "s", n=1)
+    assert start_writeback(store, CONFIG, hf_api=Down()) is None
+    err = capsys.readouterr().err
+    assert "write-back to someone/spatial-labels is off: ConnectionError" in err and CONFIG.token not in err
+    with pytest.raises(ValueError, match="must be a positive number"):
+        HubConfig.from_env({"SPATIAL_ANNOTATION_PUSH_MINUTES": "nan"}).validate()
+
+
+def test_an_append_that_fails_half_way_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    import os
+
+    from spatial.annotation.export import append_labels
+
+    store = make_store(tmp_path / "s", n=4)
+    label_some(store, "ann", 1)
+    folder = tmp_path / "out"
+    assert append_labels(store, folder) == 1
+    before = (folder / "metadata.jsonl").read_bytes()
+    label_some(store, "ann", 2)
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device (simulated)")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        append_labels(store, folder, after_seq=1)
+    assert (folder / "metadata.jsonl").read_bytes() == before
+    monkeypatch.undo()
+    assert append_labels(store, folder, after_seq=1) == 3
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in rows] == [1, 2, 3]  # each label once, every line whole
+
+
 CHILD = """
 import sys, time
 from tests.test_annotation_hub import CONFIG, RecordingHub, label_some, make_store

@@ -49,6 +49,30 @@ def test_a_label_is_saved_and_the_next_pair_shown(h, store):
     assert "already saved before" in again[-1] and store.label_count() == 1
 
 
+def test_a_pair_with_an_unreadable_image_is_skipped_with_a_note_instead_of_shown_forever(h, store):
+    broken = h.show_next(None, Request("ann"))[3]
+    pair = store.pair(broken)
+    store.images.path(pair.image_a).write_bytes(b"not a png any more")
+    prompt, left, right, shown, showing_id, note, progress = h.show_next(None, Request("ann"))
+    assert shown != broken and isinstance(left, Image.Image) and "could not be read was skipped" in progress
+    [label] = store.labels()
+    assert (label.pair_id, label.label, label.note) == (broken, "skip", "image unreadable")
+
+
+def test_statistics_without_a_working_scorer_still_show_the_human_agreement(store, tmp_path):
+    def unavailable(prompt, image):
+        raise RuntimeError("SpatialScore unavailable: no checkpoint")
+
+    h = AnnotateHandlers(lambda: store, lambda profile, request: request.who if request else None,
+                         lambda who: who == "boss", score=unavailable, export_dir=lambda: tmp_path / "x")  # fmt: skip
+    for who in ("ann", "bob"):  # both prefer image a, whichever side it is shown on: a majority to score
+        a = store.next_pair(who)
+        h.submit("left" if a.left_image == "a" else "right", a.pair_id, a.showing_id, "", None, Request(who))
+    summary, per, _ = h.stats(None, Request("boss"))
+    assert "SpatialScore agreement not computed: SpatialScore unavailable" in summary
+    assert sorted(per["annotator"]) == ["ann", "bob"]
+
+
 def test_bad_submissions_show_an_error_and_change_nothing(h, store):
     mine = h.show_next(None, Request("ann"))[3]
     elsewhere = next(p.id for p in store.pairs() if p.id != mine)
@@ -94,3 +118,18 @@ def test_the_tab_serves_its_api_to_scripts(store):
         demo.close()
     [label] = store.labels()
     assert (label.annotator, label.label) == ("script", "tie")
+
+
+def test_a_store_that_cannot_write_answers_with_a_message_not_a_trace(h, store, monkeypatch):
+    import sqlite3
+
+    _, _, _, pair_id, showing_id, *_ = h.show_next(None, Request("ann"))
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "submit", locked)
+    with pytest.raises(gr.Error, match="could not be read or written just now"):
+        h.submit("left", pair_id, showing_id, "", None, Request("ann"))
+    with pytest.raises(gr.Error, match="could not be read or written just now"):
+        h.api_submit(pair_id, showing_id, "left", "", None, Request("ann"))

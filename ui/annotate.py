@@ -18,6 +18,8 @@ label is on disk), `/annotate_stats` -> JSON statistics (admins).
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +39,8 @@ BUTTONS = {  # label -> (button text with its shortcuts, variant)
     "both_wrong": ("↓ 4 · Both wrong", "secondary"),
     "skip": ("S · Skip", "secondary"),
 }
+STORE_TROUBLE = (sqlite3.Error, OSError)
+MAX_UNREADABLE = 5  # pairs skipped in a row for unreadable images before giving up
 SAID = {"left": "left is better", "right": "right is better", "tie": "both good", "both_wrong": "both wrong",
         "skip": "skipped"}  # fmt: skip
 
@@ -102,6 +106,12 @@ def stats_markdown(report) -> str:
     return "\n\n".join(lines)
 
 
+def store_trouble(e: Exception) -> str:
+    print(f"annotate: store error {type(e).__name__}: {e}", file=sys.stderr)  # the details stay in the log
+    return ("The annotation store could not be read or written just now (the server's disk or database is "
+            "busy or full); nothing was lost on your side. Please try again in a moment.")
+
+
 class AnnotateHandlers:
     """The tab's event handlers, callable without a browser (tests call them directly)."""
 
@@ -135,18 +145,26 @@ class AnnotateHandlers:
 
     def _show(self, who: str, assignment: Assignment | None, status: str = ""):
         store = self.get_store()
+        # A pair whose image file is gone or damaged would come back at every request (its lease is
+        # renewed): skip it for this annotator, say so, and show the next one.
+        for _ in range(MAX_UNREADABLE):
+            if assignment is None:
+                break
+            try:
+                left, right = store.load_image(assignment.left), store.load_image(assignment.right)
+            except (OSError, ValueError) as e:
+                print(f"annotate: pair {assignment.pair_id} has an unreadable image ({type(e).__name__}); skipped",
+                      file=sys.stderr)  # fmt: skip
+                store.submit(who, assignment.pair_id, "skip", assignment.showing_id, "image unreadable")
+                status = "A pair whose image could not be read was skipped."
+                assignment = store.next_pair(who)
+                continue
+            progress = self.progress_text(who) + (f"  \n{status}" if status else "")
+            return (f"### {assignment.prompt}", left, right, assignment.pair_id, assignment.showing_id, "", progress)
         progress = self.progress_text(who) + (f"  \n{status}" if status else "")
-        if assignment is None:
-            return ("### Nothing left to label for you. Thank you!", None, None, "", "", "", progress)
-        return (
-            f"### {assignment.prompt}",
-            store.load_image(assignment.left),
-            store.load_image(assignment.right),
-            assignment.pair_id,
-            assignment.showing_id,
-            "",
-            progress,
-        )
+        if assignment is not None:
+            raise gr.Error("Several pairs in a row have unreadable images; ask an admin to check the annotation store.")
+        return ("### Nothing left to label for you. Thank you!", None, None, "", "", "", progress)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -159,23 +177,32 @@ class AnnotateHandlers:
             return self._show(who, self.get_store().next_pair(who))
         except AnnotationError as e:
             raise gr.Error(str(e)) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
 
     def submit(self, label: str, pair_id: str, showing_id: str, note: str | None,
                profile: gr.OAuthProfile | None = None, request: gr.Request | None = None):  # fmt: skip
         """Store the label (returns only once it is durable), then show the next pair."""
         who = self._who(profile, request)
         store = self.get_store()
-        if not pair_id:
-            return self._show(who, store.next_pair(who))
+        status = ""
+        if pair_id:
+            try:
+                ack = store.submit(who, pair_id, label, showing_id or None, note or None)
+                status = f"Saved: {SAID[ack.label]}." + (" (already saved before)" if ack.duplicate else "")
+            except LeaseExpired as e:
+                gr.Warning(str(e))
+                status = "Not saved: the pair had timed out."
+            except AnnotationError as e:
+                raise gr.Error(str(e)) from None
+            except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+                raise gr.Error(store_trouble(e)) from None
         try:
-            ack = store.submit(who, pair_id, label, showing_id or None, note or None)
-            status = f"Saved: {SAID[ack.label]}." + (" (already saved before)" if ack.duplicate else "")
-        except LeaseExpired as e:
-            gr.Warning(str(e))
-            status = "Not saved: the pair had timed out."
+            return self._show(who, store.next_pair(who), status)
         except AnnotationError as e:
-            raise gr.Error(str(e)) from None
-        return self._show(who, store.next_pair(who), status)
+            raise gr.Error(f"{status} {e}".strip()) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
 
     def submitter(self, label: str) -> Callable:
         """The click handler of one label's button (Gradio reads its hints to pass profile and request)."""
@@ -192,12 +219,21 @@ class AnnotateHandlers:
     def stats(self, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None):
         """Summary markdown, per-annotator table, Cohen's kappa table (admins only)."""
         self._admin(profile, request)
-        store = self.get_store()
-        report = agreement_report(store.labels(), self.score, store.load_image if self.score else None)
+        report, note = self._report()
         per = pd.DataFrame(report.per_annotator, columns=["annotator", "labels", "skips", "gold", "gold_accuracy",
                                                           "left_share"])  # fmt: skip
         cohen = pd.DataFrame(report.cohen, columns=["annotators", "shared", "kappa"])
-        return stats_markdown(report), per.round(3), cohen.round(3)
+        return stats_markdown(report) + note, per.round(3), cohen.round(3)
+
+    def _report(self):
+        """The agreement report, and a note when SpatialScore could not take part."""
+        store = self.get_store()
+        if self.score is not None:
+            try:
+                return agreement_report(store.labels(), self.score, store.load_image), ""
+            except RuntimeError as e:  # the scorer is unavailable: the human statistics still stand
+                return agreement_report(store.labels()), f"\n\n_SpatialScore agreement not computed: {e}_"
+        return agreement_report(store.labels()), ""
 
     def import_pairs(self, spec: str, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None):
         self._admin(profile, request)
@@ -205,6 +241,8 @@ class AnnotateHandlers:
             return f"Imported: {import_source(self.get_store(), spec)}."
         except AnnotationError as e:
             raise gr.Error(str(e)) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
 
     def export(self, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None):
         self._admin(profile, request)
@@ -214,6 +252,8 @@ class AnnotateHandlers:
             return f"{export(store, out)}. Load it with `datasets.load_dataset(DIR, \"pairs\")`."
         except AnnotationError as e:
             raise gr.Error(str(e)) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
 
     # ---- JSON API ------------------------------------------------------------------------------
 
@@ -225,6 +265,8 @@ class AnnotateHandlers:
             a = self.get_store().next_pair(who)
         except AnnotationError as e:
             raise gr.Error(str(e)) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
         if a is None:
             return {"pair_id": None}
         return {"pair_id": a.pair_id, "submission_id": a.showing_id, "prompt": a.prompt, "left": a.left,
@@ -239,14 +281,15 @@ class AnnotateHandlers:
             ack = self.get_store().submit(who, pair_id, label, submission_id or None, note or None)
         except AnnotationError as e:
             raise gr.Error(str(e)) from None
+        except STORE_TROUBLE as e:  # disk full, database locked: a message, not a trace
+            raise gr.Error(store_trouble(e)) from None
         return {"stored": True, "duplicate": ack.duplicate, "seq": ack.seq, "pair_id": ack.pair_id,
                 "label": ack.label, "verdict": ack.verdict}  # fmt: skip
 
     def api_stats(self, profile: gr.OAuthProfile | None = None, request: gr.Request | None = None) -> dict:
         """Agreement statistics (admins only)."""
         self._admin(profile, request)
-        store = self.get_store()
-        return agreement_report(store.labels(), self.score, store.load_image if self.score else None).to_dict()
+        return self._report()[0].to_dict()
 
 
 def build_annotate_tab(get_store: Callable[[], AnnotationStore], annotator_id: AnnotatorId,

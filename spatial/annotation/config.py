@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -93,8 +94,8 @@ class HubConfig:
         )
 
     def validate(self) -> None:
-        if self.every_minutes <= 0:
-            raise ValueError("every_minutes must be positive")
+        if not (math.isfinite(self.every_minutes) and self.every_minutes > 0):
+            raise ValueError(f"every_minutes (SPATIAL_ANNOTATION_PUSH_MINUTES) must be a positive number, got {self.every_minutes}")
         if self.repo_id is not None and self.repo_id.count("/") != 1:
             raise ValueError(f"repo_id must look like owner/name, got {self.repo_id!r}")
         if self.retries < 0 or self.backoff_s < 0:

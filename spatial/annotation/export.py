@@ -102,10 +102,16 @@ def append_labels(store: AnnotationStore, folder: Path, after_seq: int = 0,
         for digest in (r.left, r.right):
             _link(store.image_path(digest), folder / "images" / f"{digest}.png")
     with open(folder / "metadata.jsonl", "a") as f:
-        for r in labels:
-            f.write(json.dumps(label_row(r)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        size = f.tell()
+        try:
+            f.write("".join(json.dumps(label_row(r)) + "\n" for r in labels))
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException:
+            # A partial append (disk full, I/O error) would be appended again after its own
+            # fragment next round: duplicate labels and a broken line. Leave the file as it was.
+            f.truncate(size)
+            raise
     return labels[-1].seq
 
 

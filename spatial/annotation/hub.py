@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -149,6 +150,16 @@ def start_writeback(store: AnnotationStore, config: HubConfig | None = None, **k
     config = config or HubConfig.from_env()
     if not config.enabled:
         return None
-    writeback = HubWriteBack(store, config, **kwargs)
+    try:
+        writeback = HubWriteBack(store, config, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the Hub being down or a bad token must not keep the app from starting
+        print(f"annotation write-back to {config.repo_id} is off: {type(e).__name__}: {_redacted(str(e), config)}; "
+              "labels are kept locally and pushed by the next start", file=sys.stderr)  # fmt: skip
+        return None
     flush_on_sigterm(writeback)
     return writeback
+
+
+def _redacted(text: str, config: HubConfig) -> str:
+    text = text.splitlines()[0] if text else ""
+    return text.replace(config.token, "hf_***") if getattr(config, "token", None) else text

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ class ImageStore:
         if path.exists():
             return path
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        # Unique per writer: two threads of one process may store the same image at once.
+        tmp = path.with_name(f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
             if self.fsync:
