@@ -129,7 +129,8 @@ def build_parser(cls, prog: str | None = None, description: str | None = None,
     if shown:
         others = ", ".join(n for n in presets if n != preset)
         description += f" Defaults shown are the {preset!r} preset's; --preset {others} sets its own."
-    parser = _Parser(prog=prog, description=description)
+    # No abbreviations: `--output` must not quietly mean `--output_dir` (the job runner refuses managed flags by name).
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False)
     for f in dataclasses.fields(cls):
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None

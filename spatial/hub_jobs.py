@@ -61,14 +61,17 @@ class HubJobConfig:
             raise ValueError(f"--run_name must be a plain folder name (letters, digits, . _ -), got {self.run_name!r}")
         if not 1 <= self.num_processes <= 64:
             raise ValueError(f"--num_processes must be between 1 and 64, got {self.num_processes}")
+        if self.namespace and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", self.namespace):
+            raise ValueError(f"--namespace must be a Hub user or organisation name, got {self.namespace!r}")
         if not re.fullmatch(r"\d+|\d+(\.\d+)?[smhd]", self.timeout):
             raise ValueError(f"--timeout must look like 30m, 8h or 3600, got {self.timeout!r}")
 
 
 def check_unmanaged(trainer_args: list[str]) -> None:
     """Refuse the trainer flags the job sets itself (where the run lives, whether it resumes)."""
+    flags = {arg.split("=", 1)[0] for arg in trainer_args if arg.startswith("--")}  # `--output_dir=x` too
     for name in MANAGED_SETTINGS:
-        if f"--{name}" in trainer_args:
+        if f"--{name}" in flags:
             raise ValueError(f"leave out --{name}; the job writes to runs/<run_name> and uploads it")
 
 

@@ -133,6 +133,23 @@ def test_form_values_become_trainer_flags_that_parse_back_to_the_same_config():
         job_command(CFG, config_to_args({"output_dir": "/tmp/elsewhere"}))
 
 
+def test_managed_flags_are_refused_in_any_spelling_and_abbreviations_are_not_flags():
+    from spatial.cli import parse_config
+    from spatial.rl.config import PRESETS, GRPOConfig
+
+    with pytest.raises(ValueError, match="leave out --output_dir"):
+        job_command(CFG, ["--output_dir=/tmp/elsewhere"])
+    with pytest.raises(SystemExit):  # `--output` is not read as `--output_dir`
+        parse_config(GRPOConfig, ["--output", "/tmp/elsewhere"], prog="train_grpo", presets=PRESETS)
+
+
+def test_a_namespace_that_is_not_a_hub_name_is_refused():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="--namespace must be a Hub user or organisation name"):
+        replace(CFG, namespace="../someone").validate()
+
+
 class TestTheTrainTabSendsAFormToHubJobs:
     """The Train tab's handler, called in-process (the browser tests cover the page; the Hub is the stand-in)."""
 
@@ -188,6 +205,21 @@ class TestTheTrainTabSendsAFormToHubJobs:
             send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*values.values(), *{**hub_values, "output_repo": "../x"}.values()], api=api)
         with pytest.raises(gr.Error, match="top_k"):
             send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*{**values, "top_k": 99}.values(), *hub_values.values()], api=api)
+        assert received == []
+
+    def test_on_a_space_the_job_may_only_mount_that_space_s_code(self, hub, tab):
+        import dataclasses
+
+        import gradio as gr
+
+        from ui.train import send_to_hub_jobs
+
+        endpoint, received = hub
+        ctx, grpo, _, form, values, hub_values, admin = tab
+        ctx.settings = dataclasses.replace(ctx.settings, space_id="alice/spatial-studio", admins=("alice",))
+        with pytest.raises(gr.Error, match=r"code_repo must be this Space \(alice/spatial-studio\)"):
+            send_to_hub_jobs(ctx, admin, "grpo", grpo, form, [*values.values(), *{**hub_values, "code_repo": "evil/code"}.values()],
+                             api=HfApi(endpoint=endpoint))  # fmt: skip
         assert received == []
 
     def test_an_unreachable_hub_is_a_message_without_the_token(self, tab):

@@ -79,6 +79,10 @@ def send_to_hub_jobs(ctx: AppContext, profile, kind: str, trainer: DataclassForm
         cfg = hub.build(list(values[n:]), kind=kind)
     except ValueError as e:
         raise gr.Error(str(e)) from None
+    space = ctx.settings.space_id
+    if space and cfg.code_repo != space:
+        # The job gets this Space's token as a secret: it may only run this Space's own code.
+        raise gr.Error(f"code_repo must be this Space ({space}): the job runs with the Space's token")
     token = get_token()
     if not token:
         raise gr.Error("Hugging Face Jobs needs a token: add HF_TOKEN as a secret of the Space (or run `hf auth login`)")

@@ -61,11 +61,10 @@ def test_the_app_is_still_up_after_all_that(client):
 @pytest.mark.parametrize(
     "field, value, message",
     [("group_size", 1, "group_size"), ("top_k", 50, "top_k"), ("learning_rate", 1e9, "learning_rate"),
-     ("iterations", -3, "iterations"), ("resolution", 33, "resolution"), ("sample_steps", 2.5, "whole number")],
+     ("iterations", -3, "iterations"), ("resolution", 33, "resolution"), ("sample_steps", 2.5, "whole number"),
+     ("beta", float("nan"), "beta must be a finite number"), ("iterations", float("inf"), "finite number")],
 )  # fmt: skip
 def test_absurd_hyperparameters_are_refused_by_the_train_form(field, value, message):
-    form = DataclassForm.__new__(DataclassForm)  # the form's parsing, without building components
-    form.cls, form.defaults = GRPOConfig, PRESETS["toy"]
-    form.fields = [f for f in __import__("dataclasses").fields(GRPOConfig) if f.name == field]
+    form = DataclassForm(GRPOConfig, [field], defaults=PRESETS["toy"], presets=PRESETS)
     with pytest.raises(ValueError, match=message):
         form.build([value])
