@@ -65,6 +65,18 @@ def test_a_corrupt_image_is_named_and_nothing_is_imported(tmp_path, world_folder
     assert store.pairs() == [] and image_files(store) == []
 
 
+def test_a_pair_of_identical_images_is_named_by_its_line_and_nothing_is_imported(tmp_path, world_folder):
+    folder = copy_of(world_folder, tmp_path)
+    meta = folder / "train" / "metadata.jsonl"
+    rows = [json.loads(line) for line in meta.read_text().splitlines()]
+    rows[-1]["rejected_file_name"] = rows[-1]["chosen_file_name"]
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = AnnotationStore(tmp_path / "s")
+    with pytest.raises(SourceError, match=f"train/metadata.jsonl line {len(rows)}: the chosen and rejected images are identical"):
+        import_pair_folder(store, folder)
+    assert store.pairs() == [] and image_files(store) == []
+
+
 def test_a_folder_missing_a_column_is_refused(tmp_path, world_folder):
     folder = copy_of(world_folder, tmp_path)
     meta = folder / "train" / "metadata.jsonl"

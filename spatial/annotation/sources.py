@@ -33,8 +33,11 @@ def _add_all(store: AnnotationStore, items: Items, gold_fraction: float | None, 
     for n, (where, item) in enumerate(items(), 1):
         if not isinstance(item.prompt, str) or not item.prompt.strip():
             raise SourceError(f"{where}: the prompt is empty")
-        decode_image(item.image_a, max_side, f"{where}: chosen image")
-        decode_image(item.image_b, max_side, f"{where}: rejected image")
+        a = decode_image(item.image_a, max_side, f"{where}: chosen image")
+        b = decode_image(item.image_b, max_side, f"{where}: rejected image")
+        # Checked here, not only by the store, so a bad row late in a big source leaves nothing imported.
+        if a.size == b.size and a.tobytes() == b.tobytes():
+            raise SourceError(f"{where}: the chosen and rejected images are identical")
     if n == 0:
         raise SourceError("the source holds no pairs")
     added = existing = gold = 0
