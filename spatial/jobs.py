@@ -332,8 +332,10 @@ class JobManager:
                     continue
                 del self._procs[job_id]
                 row = self._row(job_id)
-                if row["status"] == "cancelling":
+                if row["status"] == "cancelling" and not (code == 0 and _finished(Path(row["run_dir"]))):
                     self._set(job_id, status="cancelled", finished=time.time(), exit_code=code)
+                elif row["status"] == "cancelling":  # the signal came as its last step ended: it finished
+                    self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
                 elif code == 0 or (code == -1 and _finished(Path(row["run_dir"]))):
                     self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
                 else:
@@ -365,8 +367,11 @@ class JobManager:
         on SIGTERM it kills its workers after 5 s (accelerate 1.x), cutting a checkpoint short; it
         exits on its own once they have."""
         row = self._row(job_id)
+        module = self.trainers.get(row["kind"], "")
         try:
-            workers = psutil.Process(row["pid"]).children(recursive=True) if self.use_accelerate else []
+            family = psutil.Process(row["pid"]).children(recursive=True) if self.use_accelerate else []
+            # Only the trainer processes: a short-lived helper of the launcher would not pass the signal on.
+            workers = [p for p in family if module and module in " ".join(p.cmdline())]
         except (psutil.Error, TypeError, ValueError):
             workers = []
         if not workers:  # the trainer leads the group (no launcher), or the launcher has not started it yet

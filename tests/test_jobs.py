@@ -186,6 +186,12 @@ def test_a_grace_period_that_is_not_seconds_is_refused(tmp_path, grace):
         JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=grace, use_accelerate=False)
 
 
+def test_a_job_that_finishes_while_its_cancel_is_pending_counts_as_succeeded(manager):
+    job = wait_for(manager, manager.submit(ADMIN, "toy", {"steps": 3, "step_seconds": 0.3}).id, ("running",))
+    manager._set(job.id, status="cancelling")  # as if SIGTERM arrived too late to stop the last step
+    assert wait_for(manager, job.id, ("succeeded", "cancelled")).status == "succeeded"
+
+
 def test_an_adopted_reward_run_that_saved_its_model_counts_as_succeeded(tmp_path):
     first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
     job = first.submit(ADMIN, "toy", {"steps": 10, "step_seconds": 0.2, "finish": "model"})

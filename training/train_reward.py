@@ -22,7 +22,7 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt as e:
         # SIGTERM says which checkpoint it saved; Ctrl-C saves none.
-        print(f"{e or 'stopped'}; rerun the same command to continue from the last checkpoint", file=sys.stderr)
+        print(f"{str(e) or 'stopped'}; rerun the same command to continue from the last checkpoint", file=sys.stderr)
         return 130
     print(f"saved SpatialScore to {out}")
     return 0

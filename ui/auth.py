@@ -24,8 +24,9 @@ def enable_local_login(settings: AppSettings) -> None:
 
     user = settings.local_user
     if not settings.admin_names():
-        print(f"spatial studio: listening on {settings.server_name}, not loopback: the local sign-in gives no admin "
-              "rights (anyone reaching the server could click it). Set SPATIAL_REMOTE_ADMIN=1 to trust it.",
+        where = "with a public share link" if settings.share else f"on {settings.server_name}, not loopback"
+        print(f"spatial studio: serving {where}: the local sign-in gives no admin rights (anyone reaching the "
+              "server could click it). Set SPATIAL_REMOTE_ADMIN=1 to trust it.",
               file=sys.stderr)  # fmt: skip
 
     def local_oauth_info() -> dict:
