@@ -48,24 +48,24 @@ def size_choices(ctx: AppContext) -> list[int]:
     return sorted({32, 64, 128, 256, 512, 1024, ctx.generation.config.size})
 
 
-def clean_steps(steps) -> int:
+def clean_number(value, what: str, lo: float, hi: float, whole: bool = False) -> float:
+    """A number from a form or an API call, or a message naming `what` and its range (NaN and
+    infinities included, which sliders never send but API callers can)."""
     try:
-        value = float(steps)
+        number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error("Steps must be a whole number.") from None
-    if not math.isfinite(value) or not 1 <= value <= 100:
-        raise gr.Error("Steps must be between 1 and 100.")
-    return int(value)
+        number = math.nan
+    if not (math.isfinite(number) and lo <= number <= hi) or (whole and not number.is_integer()):
+        raise gr.Error(f"{what} must be {'a whole number' if whole else 'a number'} between {lo:g} and {hi:g}.")
+    return int(number) if whole else number
+
+
+def clean_steps(steps) -> int:
+    return clean_number(steps, "Steps", 1, 100, whole=True)
 
 
 def clean_guidance(guidance) -> float:
-    try:
-        value = float(guidance)
-    except (TypeError, ValueError):
-        raise gr.Error("Guidance must be a number.") from None
-    if not math.isfinite(value) or not 0 <= value <= 30:
-        raise gr.Error("Guidance must be a number between 0 and 30.")
-    return value
+    return clean_number(guidance, "Guidance", 0, 30)
 
 
 def scorer_label(scorer) -> str:
