@@ -4,8 +4,9 @@ A job is a trainer module run as `accelerate launch -m <module> --output_dir RUN
 process group, with its output in `RUN/log.txt` and its metrics in `RUN/metrics.jsonl` (one JSON
 object per line with at least `step`, and `total_steps` for the progress bar). Trainers save a
 checkpoint and exit on SIGTERM; cancel sends SIGTERM to the trainer processes and SIGKILL to the
-whole process tree after a grace period (or at a second cancel). State survives app restarts: a running job whose process is gone is marked failed, one
-still alive is adopted again, and a failed or cancelled job can be resumed (`--resume`).
+whole process tree after a grace period (or at a second cancel). State survives app restarts: a
+running job whose process is gone is marked failed, one still alive is adopted again, and a failed
+or cancelled job can be resumed (`--resume`).
 """
 
 from __future__ import annotations
@@ -332,12 +333,13 @@ class JobManager:
                     continue
                 del self._procs[job_id]
                 row = self._row(job_id)
-                if row["status"] == "cancelling" and not (code == 0 and _finished(Path(row["run_dir"]))):
+                cancelling = row["status"] == "cancelling"
+                # Finished: its end reached (a cancel may come as the last step ends), or exit 0 uncancelled.
+                # An adopted process's code is unknown (-1), so its run folder decides.
+                if (code in (0, -1) and _finished(Path(row["run_dir"]))) or (code == 0 and not cancelling):
+                    self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
+                elif cancelling:
                     self._set(job_id, status="cancelled", finished=time.time(), exit_code=code)
-                elif row["status"] == "cancelling":  # the signal came as its last step ended: it finished
-                    self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
-                elif code == 0 or (code == -1 and _finished(Path(row["run_dir"]))):
-                    self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
                 else:
                     self._set(job_id, status="failed", finished=time.time(), exit_code=code,
                               error=self._last_error(row["run_dir"]) or f"exited with code {code}")  # fmt: skip
@@ -367,39 +369,24 @@ class JobManager:
         on SIGTERM it kills its workers after 5 s (accelerate 1.x), cutting a checkpoint short; it
         exits on its own once they have."""
         row = self._row(job_id)
-        module = self.trainers.get(row["kind"], "")
-        try:
-            family = psutil.Process(row["pid"]).children(recursive=True) if self.use_accelerate else []
-            # Only the trainer processes: a short-lived helper of the launcher would not pass the signal on.
-            workers = [p for p in family if module and module in " ".join(p.cmdline())]
-        except (psutil.Error, TypeError, ValueError):
-            workers = []
-        if not workers:  # the trainer leads the group (no launcher), or the launcher has not started it yet
+        module = self.trainers[row["kind"]]
+        # Only the trainer processes: a short-lived helper of the launcher would not pass the signal on.
+        workers = [p for p in _descendants(row["pid"]) if module in _cmdline(p)] if self.use_accelerate else []
+        if workers:
+            _send(workers, signal.SIGTERM)
+        else:  # the trainer leads the group (no launcher), or the launcher has not started it yet
             self._signal(job_id, signal.SIGTERM)
-            return
-        for worker in workers:
-            try:
-                worker.send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
 
     def _signal(self, job_id: str, sig: int) -> None:
         row = self._row(job_id)
         # accelerate's workers may start their own groups: find every descendant first, since once the
         # leader dies they are re-parented and no longer reachable through it.
-        try:
-            family = psutil.Process(row["pid"]).children(recursive=True)
-        except (psutil.Error, TypeError, ValueError):
-            family = []
+        family = _descendants(row["pid"])
         try:
             os.killpg(row["pid"], sig)  # the job leads its own process group
         except (ProcessLookupError, PermissionError, TypeError):
             pass
-        for child in family:
-            try:
-                child.send_signal(sig)
-            except psutil.Error:
-                pass
+        _send(family, sig)
 
     def _force_kill_after(self, job_id: str, grace_s: float) -> None:
         def wait_then_kill():
@@ -452,6 +439,28 @@ class JobManager:
                 if wanted(line) and "CalledProcessError" not in line:
                     return _redact(line)[:500]
         return None
+
+
+def _descendants(pid: int | None) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except (psutil.Error, TypeError, ValueError):
+        return []
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _send(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
 
 
 def _finished(run: Path) -> bool:
