@@ -1,4 +1,5 @@
-"""JSON-lines run logs (metrics.jsonl and the like), shared by every trainer.
+"""What every trainer shares: JSON-lines run logs (metrics.jsonl and the like) and the graceful
+stop on SIGTERM (a cancelled job finishes its step, saves a checkpoint and exits).
 
 A run that resumes from a checkpoint redoes the steps after it; the rows those steps logged before
 the interruption are dropped first, so a log holds each step once, as the curves in the app expect.
@@ -7,8 +8,19 @@ the interruption are dropped first, so a log holds each step once, as the curves
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
+
+
+def stop_on_sigterm(trainer) -> Callable[[], None]:
+    """Make SIGTERM set `trainer._stop` (read at the end of each step); returns the function that puts
+    the previous handler back. Only the main thread receives signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(trainer, "_stop", True))
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def trim_jsonl(path: str | Path, keep: Callable[[dict], bool]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +30,7 @@ from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _g
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from tqdm.auto import tqdm
 
-from spatial.runlog import trim_jsonl
+from spatial.runlog import stop_on_sigterm, trim_jsonl
 from spatial.world import WorldConfig, check, example_seed, render, sample_example, sample_prompts
 
 from . import sampling
@@ -403,7 +402,7 @@ class ToyPretrainer:
                 for p in self.ckpt.glob("*.pt"):
                     p.unlink()
         self.acc.wait_for_everyone()
-        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        restore_sigterm = stop_on_sigterm(self)
         try:
             t0 = time.perf_counter()
             world = training_world(c)
@@ -419,7 +418,7 @@ class ToyPretrainer:
             self.train_transformer(latents, prompts, boxes)
             t2 = time.perf_counter()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            restore_sigterm()
         if not self.main:
             return self.out
         self.pipe.to("cpu").save_pretrained(self.out)

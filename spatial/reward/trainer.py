@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .config import SpatialScoreConfig
-from spatial.runlog import steps_up_to, trim_jsonl
+from spatial.cli import require_finite
+from spatial.runlog import steps_up_to, stop_on_sigterm, trim_jsonl
 
 from .data import BadRowError, DatasetError, PairRow, ensure_pairs, load_pairs, splits_of
 from .losses import bt_closed_loss, bt_mc_loss, sigma_from_log, sigma_prior_kl
@@ -100,8 +99,6 @@ class RewardTrainingConfig:
     """Continue from the newest checkpoint in checkpoint_dir when there is one."""
 
     def validate(self) -> None:
-        from spatial.cli import require_finite
-
         require_finite(self)
         if self.steps <= 0 or self.batch_size <= 0:
             raise ValueError("steps and batch_size must be positive")
@@ -326,9 +323,7 @@ class RewardTrainer:
         per_epoch = max(1, len(train) // c.batch_size)
         last_eval = {}
         step = start
-        # A cancelled job gets SIGTERM: finish the step, checkpoint, exit (signals reach the main thread only).
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True)) if main_thread else None
+        restore_sigterm = stop_on_sigterm(self)
         try:
             for step in range(start, c.steps):
                 epoch, k = divmod(step, per_epoch)
@@ -374,8 +369,7 @@ class RewardTrainer:
             self.save_checkpoint(model, opt, sched, step)  # keep what was learnt up to the bad row
             raise
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            restore_sigterm()
             bar.close()
             if metrics is not None:
                 metrics.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from spatial.cli import require_finite
+from spatial.scorers import check_scorer_name
+
 
 @dataclass
 class GRPOConfig:
@@ -88,9 +91,6 @@ class GRPOConfig:
 
     def validate(self) -> None:
         """Refuse bad configurations before any compute, with one clear message."""
-        from spatial.cli import require_finite
-        from spatial.scorers import check_scorer_name
-
         require_finite(self)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")

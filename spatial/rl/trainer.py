@@ -14,7 +14,6 @@ import math
 import random
 import re
 import shutil
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from spatial.runlog import steps_up_to, trim_jsonl
+from spatial.runlog import steps_up_to, stop_on_sigterm, trim_jsonl
 
 from .advantages import group_advantages
 from .config import GRPOConfig
@@ -192,11 +191,17 @@ class GRPOTrainer:
     # ---- the loop ----------------------------------------------------------------------------------
 
     def train(self) -> list[IterationStats]:
+        restore_sigterm = stop_on_sigterm(self)
+        try:
+            return self._train()
+        finally:
+            restore_sigterm()
+
+    def _train(self) -> list[IterationStats]:
         c, acc = self.config, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
         if c.resume:
             self._resume()
-        signal.signal(signal.SIGTERM, self._on_sigterm)
         history = []
         bar = tqdm(range(self.start_iteration, c.iterations), initial=self.start_iteration, total=c.iterations,
                    desc="grpo", disable=not acc.is_main_process)  # fmt: skip
@@ -316,9 +321,6 @@ class GRPOTrainer:
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-
-    def _on_sigterm(self, signum, frame) -> None:
-        self._stop = True
 
     def _agreed_stop(self) -> bool:
         """True on every rank if SIGTERM reached any: ranks that disagreed would wait on different
