@@ -134,3 +134,18 @@ def test_a_lora_file_with_nothing_for_the_transformer_is_refused_by_name(base_di
     pipe = FluxPipeline.from_pretrained(base_dir)
     with pytest.raises(AdapterUnavailableError, match="no weights for the FLUX transformer"):
         load_lora(pipe, tmp_path / "te-only", "tuned")
+
+
+def test_a_replacement_that_fails_to_load_leaves_the_working_adapter_in_place(base_dir, tmp_path):
+    pipe = FluxPipeline.from_pretrained(base_dir)
+    trained_looking(pipe, rank=4, alpha=8)
+    save_lora(pipe, tmp_path / "good")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / WEIGHTS_NAME).write_bytes(b"not a safetensors file")
+    fresh = FluxPipeline.from_pretrained(base_dir)
+    load_lora(fresh, tmp_path / "good", "tuned")
+    before = render(fresh, "tuned")
+    with pytest.raises(AdapterUnavailableError, match="could not load"):
+        load_lora(fresh, tmp_path / "corrupt", "tuned")
+    assert list(fresh.transformer.peft_config) == ["tuned"]  # no trial adapter left behind
+    assert np.array_equal(render(fresh, "tuned"), before)

@@ -76,20 +76,39 @@ def load_lora(pipeline: FluxPipeline, path_or_id: str | Path, adapter_name: str 
     if _looks_local(source) and not (local / WEIGHTS_NAME).is_file():
         raise AdapterUnavailableError(f"no LoRA adapter at {source}: expected {local / WEIGHTS_NAME} "
                                       "(a folder written by save_lora / FluxPipeline.save_lora_weights)")  # fmt: skip
-    if adapter_name in (getattr(transformer, "peft_config", None) or {}):
-        transformer.delete_adapters(adapter_name)
-    try:
-        pipeline.load_lora_weights(str(local) if _looks_local(source) else source, adapter_name=adapter_name)
-    except Exception as e:  # noqa: BLE001 - hub, file and format errors all mean "cannot use this adapter"
-        raise AdapterUnavailableError(f"could not load the LoRA adapter {source!r}: {_reason(e)}") from e
-    if adapter_name not in (getattr(transformer, "peft_config", None) or {}):
-        # diffusers only warns when a file holds no weights for this transformer (e.g. a text-encoder LoRA).
-        raise AdapterUnavailableError(f"the LoRA adapter {source!r} has no weights for the FLUX transformer")
+    where = str(local) if _looks_local(source) else source
+    if adapter_name in _adapter_names(transformer):
+        # Replacing: the new file must load first (as a trial name), so a bad one leaves the old adapter
+        # working. peft cannot rename adapters, so after the trial the file is loaded again under the
+        # real name (from the local or Hub cache: cheap for a LoRA).
+        trial = f"{adapter_name}--trial"
+        _load_as(pipeline, where, source, trial)
+        transformer.delete_adapters([adapter_name, trial])
+    _load_as(pipeline, where, source, adapter_name)
     transformer.set_adapter(adapter_name)
     # peft builds each new adapter's dropout in training mode: a LoRA saved with dropout would
     # otherwise make renders random.
     transformer.eval()
     return transformer.peft_config[adapter_name]
+
+
+def _adapter_names(transformer) -> set[str]:
+    return set(getattr(transformer, "peft_config", None) or {})
+
+
+def _load_as(pipeline: FluxPipeline, where: str, source: str, adapter_name: str) -> None:
+    transformer = pipeline.transformer
+    if adapter_name in _adapter_names(transformer):
+        transformer.delete_adapters(adapter_name)
+    try:
+        pipeline.load_lora_weights(where, adapter_name=adapter_name)
+    except Exception as e:  # noqa: BLE001 - hub, file and format errors all mean "cannot use this adapter"
+        if adapter_name in _adapter_names(transformer):
+            transformer.delete_adapters(adapter_name)  # half-injected layers must not linger
+        raise AdapterUnavailableError(f"could not load the LoRA adapter {source!r}: {_reason(e)}") from e
+    if adapter_name not in _adapter_names(transformer):
+        # diffusers only warns when a file holds no weights for this transformer (e.g. a text-encoder LoRA).
+        raise AdapterUnavailableError(f"the LoRA adapter {source!r} has no weights for the FLUX transformer")
 
 
 def _looks_local(source: str) -> bool:
