@@ -2,9 +2,10 @@
 
 import torch
 
-from spatial.settings import AppSettings, cpu_threads
+from spatial.settings import AppSettings, cpu_threads, work_from_repo_root
 from ui import QUEUE_SIZE, AppContext, build_app, launch_kwargs
 
+work_from_repo_root()  # relative paths mean the same here and in training jobs
 settings = AppSettings.from_env()
 if (threads := cpu_threads(settings.preset)) is not None:
     torch.set_num_threads(threads)

@@ -108,3 +108,22 @@ def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None) 
         return max(1, int(value))
     cuda = torch.cuda.is_available() if cuda is None else cuda
     return 1 if preset == "toy" and not cuda else None
+
+
+PATH_SETTINGS = ("SPATIAL_DATA_DIR", "SPATIAL_BASE_MODEL", "SPATIAL_LORA", "SPATIAL_SCORER")
+
+
+def work_from_repo_root(env: dict | None = None) -> None:
+    """Make the repo root the working directory, as it is for every training job.
+
+    Jobs run from the repo root (`-m training...`), so a relative path typed into a training form
+    must mean the same in the app's checks as in the job. Relative paths in the path settings are
+    made absolute from the launch directory first, so they keep their meaning (the model settings
+    only where such a path exists: otherwise they are Hub ids)."""
+    env = os.environ if env is None else env
+    for name in PATH_SETTINGS:
+        value = env.get(name)
+        local = name == "SPATIAL_DATA_DIR" or (value and Path(value).expanduser().exists())
+        if value and local and not Path(value).expanduser().is_absolute():
+            env[name] = str(Path(value).expanduser().resolve())
+    os.chdir(REPO_ROOT)
