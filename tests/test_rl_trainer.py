@@ -174,8 +174,36 @@ def test_ema_is_updated_once_per_iteration_and_is_what_evaluation_renders(tmp_pa
     assert any(not torch.equal(r, p) for r, p in zip(seen[0], trainer.params))  # ... and training kept its own
 
 
+def test_a_resumed_run_keeps_its_ema_only_if_its_config_asks_for_one(tmp_path, capsys):
+    trainer, _ = make(tmp_path, ema=True, ema_decay=0.5, iterations=1)
+    trainer.train()
+    without, _ = make(tmp_path, resume=True, iterations=2, ema=False)
+    without._resume()
+    assert without.ema is None  # a switched-off EMA does not come back from the checkpoint
+    assert "ema: True -> False" in capsys.readouterr().out  # changed settings are named on resume
+
+
+def test_an_ema_switched_on_at_resume_starts_from_the_resumed_weights(tmp_path):
+    trainer, _ = make(tmp_path, iterations=1)
+    trainer.train()
+    trained = [p.detach().clone() for p in trainer.params]
+    with_ema, _ = make(tmp_path, resume=True, iterations=2, ema=True)
+    untrained = [e.clone() for e in with_ema.ema]  # built from the fresh LoRA (zero B) before resuming
+    with_ema._resume()
+    for e, t in zip(with_ema.ema, trained):
+        torch.testing.assert_close(e, t)
+    assert any(not torch.equal(e, u) for e, u in zip(with_ema.ema, untrained))
+
+
+def test_the_trained_steps_are_the_first_fraction_of_the_sampling_steps_without_float_error():
+    assert GRPOConfig(sample_steps=25, train_timestep_fraction=0.28).trained_steps() == 7  # 25 * 0.28 = 7.000...01
+    assert GRPOConfig(sample_steps=10, train_timestep_fraction=0.35).trained_steps() == 4
+    assert GRPOConfig(sample_steps=10, sde_window=2).trained_steps() == 2  # the deterministic rest has no log-prob
+
+
 @pytest.mark.parametrize("bad", [{"group_size": 1}, {"group_size": 4, "top_k": 3}, {"iterations": 0},
-                                 {"resolution": 30}, {"sample_steps": 4, "sde_window": 5}])  # fmt: skip
+                                 {"resolution": 30}, {"sample_steps": 4, "sde_window": 5},
+                                 {"sample_steps": 10, "sde_window": 4, "train_timestep_fraction": 0.2}])  # fmt: skip
 def test_bad_configurations_are_refused_before_any_compute(bad):
     with pytest.raises(ValueError):
         GRPOConfig(**bad).validate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 from spatial.cli import require_finite
@@ -131,6 +133,16 @@ class GRPOConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.sde_window <= self.sample_steps:
             raise ValueError(f"sde_window must be in [0, sample_steps={self.sample_steps}], got {self.sde_window}")
+        if self.sde_window and self.trained_steps() < self.sde_window:
+            raise ValueError(f"train_timestep_fraction={self.train_timestep_fraction} trains {self.trained_steps()} of the "
+                             f"sde_window={self.sde_window} noisy steps: the others would add spread nothing is trained "
+                             "on; raise the fraction or shrink the window")  # fmt: skip
+
+    def trained_steps(self) -> int:
+        """How many sampling steps, from the first, the policy update trains on."""
+        # The epsilon keeps float error from adding a step (25 * 0.28 is 7.000000000000001).
+        steps = max(1, math.ceil(self.sample_steps * self.train_timestep_fraction - 1e-9))
+        return min(steps, self.sde_window) if self.sde_window else steps
 
     def to_dict(self) -> dict:
         return asdict(self)

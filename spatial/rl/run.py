@@ -15,6 +15,20 @@ from .trainer import GRPOTrainer
 EVAL_PROMPT_SEED = 4242  # SpatialWorld seed of the fixed evaluation prompts (never trained on)
 
 
+def _accelerator(cuda: bool):
+    """The run's Accelerator. Precision is the config's `mixed_precision` (bf16 weights, fp32
+    log-probs), never accelerate's: its fp16 loss scaling would need a prepared optimizer."""
+    import os
+
+    from accelerate import Accelerator
+
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched not in ("no", ""):
+        print(f"note: accelerate's mixed precision ({launched}) is not used; GRPO sets its precision with "
+              "--mixed_precision (auto: bf16 on CUDA)", flush=True)  # fmt: skip
+    return Accelerator(cpu=not cuda, mixed_precision="no")
+
+
 class RunConfigError(ValueError):
     """A GRPO configuration that cannot run; one line saying why."""
 
@@ -49,14 +63,12 @@ def build_trainer(config: GRPOConfig, accelerator=None) -> GRPOTrainer:
 
     from .flux_policy import FluxPolicy
 
-    from accelerate import Accelerator
-
     config.validate()
     prompts = load_prompts(config)
     check_judgeable(prompts, config.reward, config.preset)
     cuda = torch.cuda.is_available()
     # The accelerator first: under `accelerate launch` rank k must load onto its own GPU, cuda:k.
-    accelerator = accelerator or Accelerator(cpu=not cuda)
+    accelerator = accelerator or _accelerator(cuda)
     device = str(accelerator.device) if accelerator.device.type == "cuda" else "cpu"
     if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
         # The policy's forward is split into sampling steps, so it is not wrapped by accelerate:

@@ -10,7 +10,6 @@ whatever the number of processes.
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import shutil
@@ -91,7 +90,7 @@ class GRPOTrainer:
         self.prompts = prompts
         self.eval_prompts = eval_prompts or []
         self.judge = judge  # optional callable(prompt, image) -> bool for evaluation accuracy
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
         self.out = Path(config.output_dir)
         self.params = policy.trainable_parameters()
         if self.accelerator.num_processes > 1:
@@ -153,10 +152,7 @@ class GRPOTrainer:
     def train_step(self, cond, guidance, traj: Trajectory, advantages, keep) -> dict:
         c = self.config
         idx = torch.nonzero(keep, as_tuple=True)[0]
-        steps = traj.log_probs.shape[1]
-        trained = list(range(max(1, math.ceil(steps * c.train_timestep_fraction))))
-        if c.sde_window:
-            trained = trained[: c.sde_window]  # the deterministic steps carry no log-prob to train
+        trained = list(range(min(c.trained_steps(), traj.log_probs.shape[1])))  # deterministic steps: no log-prob
         sub = Trajectory(traj.states[idx], traj.log_probs[idx], traj.sigmas)
         sub_cond = self.policy.select(cond, idx)
         sub_guidance = None if guidance is None else guidance[idx]
@@ -302,15 +298,25 @@ class GRPOTrainer:
             return
         last = ckpts[-1]
         state = json.loads((last / "trainer_state.json").read_text())
+        # Loaded to the CPU, then copied onto each parameter's device: a checkpoint saved on cuda:0
+        # resumes on rank k's GPU, or on a machine without one.
+        saved_ema = None
         if (last / "raw_params.pt").exists():
-            saved = torch.load(last / "raw_params.pt")
+            saved = torch.load(last / "raw_params.pt", map_location="cpu")
             with torch.no_grad():
                 for p, r in zip(self.params, saved["params"]):
                     p.copy_(r)
-            self.ema = saved["ema"]
+            saved_ema = saved["ema"]
         else:
             self.policy.load_lora_weights(last)
-        self.optimizer.load_state_dict(torch.load(last / "optimizer.pt"))
+        if self.config.ema:
+            # The EMA follows this run's config: resumed when saved, else started from the resumed weights.
+            source = saved_ema if saved_ema is not None else self.params
+            self.ema = [e.detach().clone().to(p.device) for e, p in zip(source, self.params)]
+        self.optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu"))
+        changed = _changed_settings(state.get("config", {}), self.config.to_dict())
+        if changed and self.accelerator.is_main_process:
+            print(f"resuming with changed settings: {', '.join(changed)}", flush=True)
         self.start_iteration = state["iteration"]
         self.nfe_total = state.get("nfe_total", 0)
         if self.accelerator.is_main_process:
@@ -336,3 +342,13 @@ def shuffled(prompts: list[str], seed: int) -> list[str]:
     out = list(prompts)
     random.Random(seed).shuffle(out)
     return out
+
+
+# Settings a resumed run may change without comment.
+_RESUMABLE = {"iterations", "resume", "output_dir", "save_every", "eval_every"}
+
+
+def _changed_settings(saved: dict, current: dict) -> list[str]:
+    """`name: old -> new` for each setting that differs from the checkpoint's run."""
+    return [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in sorted(saved)
+            if k in current and k not in _RESUMABLE and saved[k] != current[k]]  # fmt: skip
