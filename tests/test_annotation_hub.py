@@ -84,6 +84,14 @@ def hub_labels(hub: RecordingHub, writer: str) -> list[dict]:
 
 
 @pytest.fixture
+def keep_sigterm():
+    """start_writeback installs a SIGTERM flush in the calling (main) thread: put pytest's back."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture
 def stop_all():
     started = []
     yield started.append
@@ -167,6 +175,23 @@ def test_a_torn_line_from_a_killed_process_is_cut_before_upload(tmp_path, stop_a
     assert [r["seq"] for r in hub_labels(hub, "new")] == [3]  # the cut label is written again
 
 
+def test_two_processes_pushing_one_store_write_each_label_once(tmp_path, stop_all):
+    # The app's write-back and a `python -m spatial.annotation push` share the store's hub folder.
+    store = make_store(tmp_path / "s")
+    hub = RecordingHub()
+    app = HubWriteBack(store, CONFIG, hf_api=hub, writer="host-1-app")
+    stop_all(app)
+    early = label_some(store, "ann", 2)
+    app.flush()
+    late = label_some(store, "bob", 3)
+    push = HubWriteBack(store, CONFIG, hf_api=hub, writer="host-1-push")
+    stop_all(push)
+    push.flush()
+    app.flush()  # its cursor in memory is behind what the push wrote
+    ids = [r["submission_id"] for w in ("host-1-app", "host-1-push") for r in hub_labels(hub, w)]
+    assert sorted(ids) == sorted(early + late)
+
+
 def test_write_back_is_off_without_a_repo_and_a_token(tmp_path):
     store = make_store(tmp_path / "s", n=1)
     assert start_writeback(store, HubConfig()) is None
@@ -177,15 +202,42 @@ def test_write_back_is_off_without_a_repo_and_a_token(tmp_path):
         HubConfig(repo_id="no-owner", token="hf_x").validate()
 
 
-def test_an_unreachable_hub_at_start_leaves_the_app_running_with_write_back_off(tmp_path, capsys):
+def test_an_unreachable_hub_at_start_leaves_the_app_running_with_write_back_off(tmp_path, capsys, keep_sigterm):
     class Down(RecordingHub):
         def create_repo(self, repo_id, **kwargs):
             raise ConnectionError(f"cannot reach huggingface.co with token {CONFIG.token} (simulated)")
 
     store = make_store(tmp_path / "s", n=1)
-    assert start_writeback(store, CONFIG, hf_api=Down()) is None
+    starter = start_writeback(store, CONFIG, retry_s=3600, hf_api=Down())
+    starter.stop()
+    assert starter.writeback is None
     err = capsys.readouterr().err
     assert "write-back to someone/spatial-labels is off: ConnectionError" in err and CONFIG.token not in err
+    assert "retrying in 3600 s" in err
+
+
+def test_write_back_starts_once_the_hub_is_back(tmp_path, stop_all, keep_sigterm):
+    class Flaky(RecordingHub):
+        down = 2
+
+        def create_repo(self, repo_id, **kwargs):
+            if self.down:
+                self.down -= 1
+                raise ConnectionError("cannot reach huggingface.co (simulated)")
+            return super().create_repo(repo_id, **kwargs)
+
+    store = make_store(tmp_path / "s")
+    labelled = label_some(store, "ann", 2)
+    hub = Flaky()
+    starter = start_writeback(store, CONFIG, retry_s=0.05, hf_api=hub, writer="host-1-late")
+    deadline = time.monotonic() + 30
+    while starter.writeback is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    starter.stop()
+    assert starter.writeback is not None and starter.attempts == 3
+    stop_all(starter.writeback)
+    starter.writeback.flush()
+    assert [r["submission_id"] for r in hub_labels(hub, "host-1-late")] == labelled
     with pytest.raises(ValueError, match="must be a positive number"):
         HubConfig.from_env({"SPATIAL_ANNOTATION_PUSH_MINUTES": "nan"}).validate()
 

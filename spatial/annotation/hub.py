@@ -13,6 +13,7 @@ The SQLite store is the record of truth; the Hub copy is off-site and may lag by
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -83,15 +84,21 @@ class HubWriteBack(CommitScheduler):
             private=config.private,
             token=config.token,
             hf_api=hf_api,
-            ignore_patterns=["*.tmp", "*.old"],
+            ignore_patterns=["*.tmp", "*.old", ".sync.lock"],
         )
 
     def sync(self) -> int:
         """Bring the folder up to date with the store (no network); return the last label seq written."""
-        labels = self.store.labels()
-        self.cursor = append_labels(self.store, self.folder_path / "labels" / self.writer, self.cursor, labels)
-        counts = write_pairs_subset(self.store, self.folder_path / "pairs", self.export_config, labels)
-        _write_if_changed(self.folder_path / "README.md", dataset_card(counts, len(labels)))
+        root = self.folder_path / "labels"
+        # Another process on this store (a second app, `python -m spatial.annotation push`) may have
+        # written labels since: the lock and the cursor read from disk keep each label in one file.
+        with open(self.folder_path / ".sync.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            labels = self.store.labels()
+            self.cursor = max(self.cursor, last_seq_in(root))
+            self.cursor = append_labels(self.store, root / self.writer, self.cursor, labels)
+            counts = write_pairs_subset(self.store, self.folder_path / "pairs", self.export_config, labels)
+            _write_if_changed(self.folder_path / "README.md", dataset_card(counts, len(labels)))
         return self.cursor
 
     def push_to_hub(self):
@@ -118,21 +125,26 @@ class HubWriteBack(CommitScheduler):
         return self.trigger().result(timeout=timeout_s)
 
 
-def flush_on_sigterm(writeback: HubWriteBack, timeout_s: float = 60.0) -> bool:
+def flush_on_sigterm(writeback: "HubWriteBack | WriteBackStarter", timeout_s: float = 60.0) -> bool:
     """On SIGTERM, make a last commit, then hand the signal to the previous handler (by default the
-    process then ends as SIGTERM would have ended it). Only the main thread can install a handler;
-    returns False elsewhere."""
+    process then ends as SIGTERM would have ended it). `writeback` may be a starter still retrying:
+    the commit then goes through whichever write-back it has started by then. Only the main thread
+    can install a handler; returns False elsewhere."""
     if threading.current_thread() is not threading.main_thread():
         logger.warning("flush_on_sigterm must be called from the main thread; SIGTERM will not flush")
         return False
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum, frame):
-        try:
-            writeback.flush(timeout_s)
-        except Exception:
-            logger.exception("last Hub commit on SIGTERM failed; the labels are safe in the local store")
-        writeback.stop()
+        current = writeback.writeback if isinstance(writeback, WriteBackStarter) else writeback
+        if isinstance(writeback, WriteBackStarter):
+            writeback.stop()
+        if current is not None:
+            try:
+                current.flush(timeout_s)
+            except Exception:
+                logger.exception("last Hub commit on SIGTERM failed; the labels are safe in the local store")
+            current.stop()
         if callable(previous):
             previous(signum, frame)
         elif previous != signal.SIG_IGN:
@@ -143,21 +155,59 @@ def flush_on_sigterm(writeback: HubWriteBack, timeout_s: float = 60.0) -> bool:
     return True
 
 
-def start_writeback(store: AnnotationStore, config: HubConfig | None = None, **kwargs) -> HubWriteBack | None:
+class WriteBackStarter:
+    """Starts the write-back, and keeps retrying in the background while the Hub is unreachable (a
+    Space can start during a Hub outage; its labels must still get their off-site copy)."""
+
+    def __init__(self, store: AnnotationStore, config: HubConfig, retry_s: float | None = None, **kwargs):
+        self.store, self.config, self.kwargs = store, config, kwargs
+        self.retry_s = config.every_minutes * 60 if retry_s is None else retry_s
+        self.writeback: HubWriteBack | None = None
+        self.attempts = 0
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_start(self) -> bool:
+        self.attempts += 1
+        try:
+            self.writeback = HubWriteBack(self.store, self.config, **self.kwargs)
+        except Exception as e:  # noqa: BLE001 - the Hub being down or a bad token must not keep the app from starting
+            print(f"annotation write-back to {self.config.repo_id} is off: {type(e).__name__}: "
+                  f"{_redacted(str(e), self.config)}; labels are kept locally, retrying in {self.retry_s:.0f} s",
+                  file=sys.stderr)  # fmt: skip
+            return False
+        if self.attempts > 1:
+            print(f"annotation write-back to {self.config.repo_id} is on (attempt {self.attempts})", file=sys.stderr)
+        return True
+
+    def retry_in_background(self) -> None:
+        def loop():
+            while not self._stopped.wait(self.retry_s):
+                if self.try_start():
+                    return
+
+        self._thread = threading.Thread(target=loop, name="hub-writeback-start", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def start_writeback(store: AnnotationStore, config: HubConfig | None = None, retry_s: float | None = None,
+                    **kwargs) -> WriteBackStarter | None:  # fmt: skip
     """Start the write-back when a repo id and token are configured (default: from the environment,
-    SPATIAL_ANNOTATION_DATASET and HF_TOKEN) and flush on SIGTERM; None when not configured.
-    Call it from the main thread at start-up."""
+    SPATIAL_ANNOTATION_DATASET and HF_TOKEN) and flush on SIGTERM; None when not configured. If the
+    Hub cannot be reached, retries every `retry_s` seconds (default: the push interval) in the
+    background; `.writeback` is the running write-back once one has started. Call it from the main
+    thread at start-up."""
     config = config or HubConfig.from_env()
     if not config.enabled:
         return None
-    try:
-        writeback = HubWriteBack(store, config, **kwargs)
-    except Exception as e:  # noqa: BLE001 - the Hub being down or a bad token must not keep the app from starting
-        print(f"annotation write-back to {config.repo_id} is off: {type(e).__name__}: {_redacted(str(e), config)}; "
-              "labels are kept locally and pushed by the next start", file=sys.stderr)  # fmt: skip
-        return None
-    flush_on_sigterm(writeback)
-    return writeback
+    starter = WriteBackStarter(store, config, retry_s, **kwargs)
+    if not starter.try_start():
+        starter.retry_in_background()
+    flush_on_sigterm(starter)
+    return starter
 
 
 def _redacted(text: str, config: HubConfig) -> str:
