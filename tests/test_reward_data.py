@@ -60,14 +60,23 @@ def test_an_undecodable_image_and_an_empty_prompt_are_reported_by_row(tmp_path, 
     assert rows[3].decode()[0]
 
 
+def test_a_pair_of_one_picture_twice_is_a_bad_row(tmp_path):
+    from spatial.reward.data import PairRow
+
+    red = Image.new("RGB", (8, 8), (200, 0, 0))
+    with pytest.raises(BadRowError, match="row 7: the chosen and rejected images are the same picture"):
+        PairRow("a red square", _png(red), red.copy(), "row 7").decode()
+    assert PairRow("a red square", _png(red), Image.new("RGB", (8, 8), (0, 0, 200)), "row 8").decode()
+
+
 def test_a_datasets_source_without_metadata_jsonl_goes_through_load_dataset(tmp_path):
     # A parquet dataset folder, as an annotation export pushed to the Hub would be stored.
-    img = Image.new("RGB", (16, 16), (200, 30, 30))
     img = {"bytes": _png(Image.new("RGB", (16, 16), (200, 30, 30))), "path": None}
+    other = {"bytes": _png(Image.new("RGB", (16, 16), (30, 30, 200))), "path": None}
     junk = {"bytes": b"junk", "path": None}
     features = datasets.Features({"prompt": datasets.Value("string"), "chosen": datasets.Image(), "rejected": datasets.Image()})
     ds = datasets.Dataset.from_dict({"prompt": ["a red circle left of a blue square", "a red circle above a blue square"],
-                                     "chosen": [img, img], "rejected": [img, junk]}, features=features)  # fmt: skip
+                                     "chosen": [img, img], "rejected": [other, junk]}, features=features)  # fmt: skip
     (tmp_path / "data").mkdir()
     ds.to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
     rows = load_pairs(str(tmp_path), "train")

@@ -115,6 +115,24 @@ def test_a_bad_row_is_skipped_when_asked_and_named_in_the_log(setup, tmp_path, c
     assert "skipping bad pair" in capsys.readouterr().err and "metadata.jsonl:1" in train[0].where
 
 
+@pytest.mark.parametrize("on_bad_row", ["skip", "stop"])
+def test_a_prompt_that_writes_out_a_special_token_is_a_bad_row(setup, tmp_path, on_bad_row):
+    # encode() refuses such a prompt; found only there, one rank would fail while the others wait.
+    pairs = tmp_path / "pairs"
+    shutil.copytree(setup[1], pairs)
+    meta = pairs / "train" / "metadata.jsonl"
+    rows = [json.loads(line) for line in meta.read_text().splitlines()]
+    rows[0]["prompt"] += " <|image_pad|>"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config(setup, tmp_path / "run", pairs=str(pairs), steps=2, on_bad_row=on_bad_row)
+    if on_bad_row == "stop":
+        with pytest.raises(BadRowError, match="reserved token '<\\|image_pad\\|>'"):
+            RewardTrainer(cfg, progress=False).run()
+    else:
+        out = RewardTrainer(cfg, progress=False).run()
+        assert json.loads((out / "summary.json").read_text())["skipped_pairs"] == 1
+
+
 def test_a_resumed_run_still_counts_the_rows_skipped_before_its_checkpoint(setup, tmp_path):
     pairs = tmp_path / "pairs"
     shutil.copytree(setup[1], pairs)

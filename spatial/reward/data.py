@@ -69,9 +69,13 @@ class PairRow:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise BadRowError(f"{self.where}: the prompt is empty")
         try:
-            return self.prompt, load_image(self.chosen, "chosen image"), load_image(self.rejected, "rejected image")
+            chosen, rejected = load_image(self.chosen, "chosen image"), load_image(self.rejected, "rejected image")
         except ImageLoadError as e:
             raise BadRowError(f"{self.where}: {e}") from None
+        if chosen.size == rejected.size and chosen.tobytes() == rejected.tobytes():
+            # A tie carries no preference; the Monte Carlo loss would only push sigma to zero on it.
+            raise BadRowError(f"{self.where}: the chosen and rejected images are the same picture")
+        return self.prompt, chosen, rejected
 
 
 def splits_of(source: str, **hub_kwargs) -> list[str]:

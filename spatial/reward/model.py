@@ -181,6 +181,10 @@ class SpatialScore(nn.Module):
         tok = self.processor.tokenizer
         return {REWARD_TOKEN, *(t for t in tok.all_special_tokens if len(t) > 1)}
 
+    def reserved_token_in(self, prompt: str) -> str | None:
+        """The first special token written out in `prompt` (such a prompt cannot be scored), or None."""
+        return next((t for t in sorted(self._reserved_tokens()) if t in prompt), None)
+
     def encode(self, prompts: list[str], images: list, padding_side: str = "right") -> dict:
         """Processor outputs for a batch (on the model's device)."""
         if len(prompts) != len(images):
@@ -190,9 +194,9 @@ class SpatialScore(nn.Module):
                 raise ScoringInputError(f"prompt {i} is empty")
             # A special token typed into a prompt would be read as markup (a second reward position,
             # an image placeholder with no image), so it is refused rather than scored wrongly.
-            found = [t for t in self._reserved_tokens() if t in p]
+            found = self.reserved_token_in(p)
             if found:
-                raise ScoringInputError(f"prompt {i} contains the reserved token {found[0]!r}")
+                raise ScoringInputError(f"prompt {i} contains the reserved token {found!r}")
         pil = [load_image(im, f"image {i}") for i, im in enumerate(images)]
         batch = self.processor(text=self.texts(prompts), images=pil, return_tensors="pt", padding=True,
                                padding_side=padding_side)  # fmt: skip

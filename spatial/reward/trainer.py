@@ -217,6 +217,16 @@ class RewardTrainer:
             self.bad_row(BadRowError(f"{r.where}: the prompt is empty"))
         return good
 
+    def check_reserved(self, rows: list[PairRow], model) -> list[PairRow]:
+        good = []
+        for r in rows:
+            token = model.reserved_token_in(r.prompt)
+            if token is None:
+                good.append(r)
+            else:
+                self.bad_row(BadRowError(f"{r.where}: the prompt contains the reserved token {token!r}"))
+        return good
+
     def bad_row(self, err: BadRowError) -> None:
         if self.config.on_bad_row == "stop":
             raise err
@@ -294,6 +304,11 @@ class RewardTrainer:
             model = SpatialScore.from_pretrained(c.init_from, device=acc.device, dtype=dtype, trainable=True)
         else:
             model = SpatialScore.from_backbone(c.model_config(), device=acc.device, dtype=dtype)
+        # Rows whose prompt writes out a special token fail in `encode` on one rank only (the others
+        # would then wait in the all-reduce): every process drops or stops on them here, together.
+        train, test = self.check_reserved(train, model), self.check_reserved(test, model)
+        if not train:
+            raise DatasetError("no usable training pairs are left once prompts with special tokens are dropped")
         if c.gradient_checkpointing:
             model.vlm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         resume_from = self.latest_checkpoint() if c.resume else None
