@@ -111,6 +111,21 @@ def test_the_pairs_subset_is_the_spatialworld_pair_layout(tmp_path, labelled):
     assert all((p.image_a, p.image_b) in ids for p in again.pairs())
 
 
+def test_pairs_imported_from_a_held_out_split_stay_in_the_test_split(tmp_path):
+    from spatial.world import write_pairs
+
+    write_pairs(tmp_path / "source", 12, seed=7, size=32, test_fraction=0.25)
+    store = AnnotationStore(tmp_path / "s", AnnotationConfig(overlap=1))
+    import_pair_folder(store, tmp_path / "source", gold_fraction=0.0)
+    source_test = {p.id for p in store.pairs() if p.meta["split"] == "test"}
+    assert source_test
+    for _ in range(12):
+        press(store, "ann", "a")
+    summary = export(store, tmp_path / "out", ExportConfig(test_fraction=0.0))  # no random held-out pairs
+    test_rows = [json.loads(x) for x in open(tmp_path / "out" / "pairs" / "test" / "metadata.jsonl")]
+    assert {r["pair_id"] for r in test_rows} == source_test and summary.pairs["train"] == 12 - len(source_test)
+
+
 def test_a_new_export_replaces_the_old_one_and_other_folders_are_refused(tmp_path, labelled):
     out = tmp_path / "out"
     export(labelled, out)

@@ -183,15 +183,22 @@ def pair_row(p: ResolvedPair) -> dict:
     }
 
 
+HELD_OUT_SPLITS = {"test", "validation", "valid", "eval"}
+
+
 def write_pairs_subset(store: AnnotationStore, folder: Path, config: ExportConfig,
                        labels: list[LabelRecord] | None = None) -> dict[str, int]:  # fmt: skip
     """Write the majority-resolved pairs under folder/{train,test}; return rows per split (splits
     with no rows are left out). Metadata files are rewritten only when their content changes."""
     labels = store.labels() if labels is None else labels
     resolved, _ = resolve_pairs(labels, config)
+    # Pairs imported from a source's held-out split stay held out: training on this subset plus that
+    # source, then evaluating on its test split, must not have seen them (pair ids are content hashes).
+    held_out = {r.id for r in store.pairs() if str(r.meta.get("split", "")).lower() in HELD_OUT_SPLITS}
     splits: dict[str, list[ResolvedPair]] = {"train": [], "test": []}
     for p in sorted(resolved, key=lambda p: p.pair_id):
-        splits["test" if unit_hash(p.pair_id, "split") < config.test_fraction else "train"].append(p)
+        test = p.pair_id in held_out or unit_hash(p.pair_id, "split") < config.test_fraction
+        splits["test" if test else "train"].append(p)
     counts = {}
     for split, rows in splits.items():
         meta = folder / split / "metadata.jsonl"
