@@ -57,7 +57,7 @@ class AppSettings:
     def from_env(cls, env: dict | None = None) -> "AppSettings":
         env = os.environ if env is None else env
         return cls(
-            preset=env.get("SPATIAL_PRESET", "toy"),
+            preset=env.get("SPATIAL_PRESET") or "toy",
             data_dir=Path(env.get("SPATIAL_DATA_DIR", REPO_ROOT / "runs")),
             admins=_split(env.get("SPATIAL_ADMINS")),
             space_id=env.get("SPACE_ID") or None,

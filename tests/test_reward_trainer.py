@@ -211,6 +211,18 @@ def test_init_from_a_folder_that_is_not_a_checkpoint_is_refused_before_any_compu
     assert not (tmp_path / "o").exists()
 
 
+def test_fine_tuning_refuses_model_settings_that_differ_from_its_init_from_checkpoint(setup, tmp_path):
+    first = RewardTrainer(config(setup, tmp_path / "first", steps=1), progress=False).run()
+    # The checkpoint's own values (rank 2, its backbone) and the defaults both mean "keep the checkpoint's".
+    config(setup, tmp_path / "same", init_from=str(first)).validate()
+    RewardTrainingConfig(init_from=str(first), output_dir=str(tmp_path / "default")).validate()
+    for change in ({"lora_rank": 4}, {"lora_alpha": 3}, {"lora_vision": True}, {"max_pixels": 64 * 64},
+                   {"backbone": str(tmp_path / "another-vlm")}):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{next(iter(change))}.*init_from checkpoint"):
+            config(setup, tmp_path / "changed", init_from=str(first), **change).validate()
+    assert not (tmp_path / "changed").exists()
+
+
 def test_the_closed_form_loss_trains_too(setup, tmp_path):
     out = RewardTrainer(config(setup, tmp_path / "closed", loss="closed", steps=2, checkpoint_every=100), progress=False).run()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -135,6 +135,14 @@ def test_sigterm_saves_a_checkpoint_and_stops_after_the_current_iteration(tmp_pa
     assert not (tmp_path / "run" / "final").exists()
 
 
+def test_sigterm_during_the_last_iteration_still_writes_the_final_adapter(tmp_path):
+    trainer, _ = make(tmp_path)
+    trainer.config.iterations = 1
+    trainer._stop = True  # the work is done when the stop is seen: nothing is left to resume
+    assert len(trainer.train()) == 1
+    assert (tmp_path / "run" / "final" / "pytorch_lora_weights.safetensors").exists()
+
+
 def test_sample_seeds_do_not_depend_on_how_work_is_split():
     seeds = {sample_seed(0, it, i, m) for it in range(3) for i in range(8) for m in range(6)}
     assert len(seeds) == 3 * 8 * 6

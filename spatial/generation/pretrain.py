@@ -327,7 +327,7 @@ class ToyPretrainer:
                     m.train()
             if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps or self._stop:
                 self._save("transformer", modules, opt, step + 1, ema)
-            if self._stop:
+            if self._stop and step + 1 < c.steps:  # a stop during the last step still writes the model
                 raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
         for block in pipe.transformer.transformer_blocks if recorders else ():
             block.attn.set_processor(FluxAttnProcessor())

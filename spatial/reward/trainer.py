@@ -124,10 +124,33 @@ class RewardTrainingConfig:
             raise ValueError("keep_checkpoints must be at least 1 (resume needs the newest checkpoint)")
         if self.init_from and not (Path(self.init_from) / "spatialscore_config.json").is_file():
             raise ValueError(f"init_from {self.init_from!r} is not a SpatialScore checkpoint folder (no spatialscore_config.json)")
+        if self.init_from:
+            self.check_init_from()
+
+    def check_init_from(self) -> None:
+        """The model settings of a fine-tuning run come from its `init_from` checkpoint; one set to
+        something else would be silently ignored, so it is refused (its default means "inherit")."""
+        saved = SpatialScoreConfig.load(Path(self.init_from) / "spatialscore_config.json")
+        defaults = RewardTrainingConfig()
+        for name in ("lora_rank", "lora_alpha", "lora_vision", "max_pixels"):
+            mine, theirs = getattr(self, name), getattr(saved, name)
+            if mine != getattr(defaults, name) and mine != theirs:
+                raise ValueError(f"{name}={mine} differs from the init_from checkpoint's {name}={theirs}, which a "
+                                 f"fine-tuning run keeps: leave {name} at its default or set it to {theirs}")
+        if self.backbone != defaults.backbone and not _same_model(self.backbone, saved.backbone, Path(self.init_from)):
+            raise ValueError(f"backbone {self.backbone!r} differs from the init_from checkpoint's ({saved.backbone!r}, "
+                             "relative to the checkpoint), which a fine-tuning run keeps: leave backbone at its default")
 
     def model_config(self) -> SpatialScoreConfig:
         return SpatialScoreConfig(backbone=self.backbone, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
                                   lora_vision=self.lora_vision, max_pixels=self.max_pixels)  # fmt: skip
+
+
+def _same_model(name: str, saved: str, checkpoint: Path) -> bool:
+    """Whether a backbone name and a checkpoint's saved one (a folder relative to it, or a Hub id) agree."""
+    if (checkpoint / saved).is_dir() and Path(name).is_dir():
+        return (checkpoint / saved).resolve() == Path(name).resolve()
+    return name == saved
 
 
 def pair_noise(seed: int, step: int, position: int, n: int, device) -> torch.Tensor:

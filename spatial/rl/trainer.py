@@ -226,7 +226,7 @@ class GRPOTrainer:
             stop = self._agreed_stop()
             if (it + 1) % c.save_every == 0 or stop:
                 self.save(self.out / f"checkpoint-{it + 1}", it + 1)
-            if stop:
+            if stop and it + 1 < c.iterations:  # a stop during the last iteration still writes `final`
                 if acc.is_main_process:
                     print(f"stopping on SIGTERM after iteration {it + 1} (checkpoint saved)", flush=True)
                 return history
