@@ -1,6 +1,7 @@
 """GRPO under `accelerate launch` with 2 CPU processes (gloo) equals 1 process doing the same work:
 each process samples whole groups, and gradients are averaged across processes."""
 
+import json
 import subprocess
 import sys
 
@@ -27,6 +28,10 @@ def _run(out, processes, per_process):
     return torch.load(out / "grads.pt"), load_file(str(out / "final" / "pytorch_lora_weights.safetensors"))
 
 
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_two_processes_take_the_same_gradient_step_as_one(tmp_path):
     # Each process starts from a different random state (the helper seeds by rank): rank 0's LoRA wins.
     grads_one, lora_one = _run(tmp_path / "one", 1, 2)
@@ -37,6 +42,13 @@ def test_two_processes_take_the_same_gradient_step_as_one(tmp_path):
         assert torch.allclose(g, grads_two[name], rtol=1e-4, atol=1e-8), name
         nonzero += int(g.abs().sum() > 0)
     assert nonzero > 0
+    # The logged iteration covers every process's samples, as the one process's does.
+    (one,), (two,) = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    for key in ("kept", "nfe_sampling", "nfe_training", "nfe_total"):
+        assert one[key] == two[key], key
+    assert one["kept"] == 4  # top-1 and bottom-1 of each of the two groups
+    for key in ("reward_mean", "reward_std", "loss", "kl", "clip_fraction"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-9), key
     # Adam's first step is lr * sign(grad): equal wherever the gradient is not vanishingly small.
     for key in lora_one:
         same = torch.isclose(lora_one[key], lora_two[key], atol=1e-6)

@@ -208,15 +208,25 @@ class GRPOTrainer:
             advantages, keep = group_advantages(rewards, groups, c.top_k)
             stats = self.train_step(cond, guidance, traj, advantages, keep)
             t_trained = time.perf_counter()
-            nfe_sampling = len(prompts) * c.sample_steps
+            # NFE over all processes (every process samples and trains the same amount); evaluation
+            # images are not counted: they are not part of the training cost the paper compares.
+            nfe_sampling = len(prompts) * c.sample_steps * acc.num_processes
+            nfe_training = stats["nfe"] * acc.num_processes
             all_rewards = acc.gather(rewards.to(acc.device)).float()
+            kept = int(keep.sum())
+            if acc.num_processes > 1:  # logged over all processes, as one process doing all the work would
+                # Every process trains the same number of samples, so the mean of means is the mean.
+                shared = acc.reduce(torch.tensor([stats["loss"], stats["kl"], stats["clip_fraction"], kept],
+                                                 dtype=torch.float64, device=acc.device), reduction="sum")  # fmt: skip
+                stats["loss"], stats["kl"], stats["clip_fraction"] = (float(v) / acc.num_processes for v in shared[:3])
+                kept = int(shared[3])
             s = IterationStats(
                 iteration=it + 1, reward_mean=float(all_rewards.mean()), reward_std=float(all_rewards.std()),
-                kept=int(keep.sum()), loss=stats["loss"], kl=stats["kl"], clip_fraction=stats["clip_fraction"],
-                nfe_sampling=nfe_sampling, nfe_training=stats["nfe"], sample_s=t_sampled - t0,
+                kept=kept, loss=stats["loss"], kl=stats["kl"], clip_fraction=stats["clip_fraction"],
+                nfe_sampling=nfe_sampling, nfe_training=nfe_training, sample_s=t_sampled - t0,
                 score_s=t_scored - t_sampled, train_s=t_trained - t_scored,
             )  # fmt: skip
-            self.nfe_total += (nfe_sampling + stats["nfe"]) * acc.num_processes
+            self.nfe_total += nfe_sampling + nfe_training
             history.append(s)
             bar.set_postfix(reward=f"{s.reward_mean:.3f}", kl=f"{s.kl:.2e}")
             extra = {}
