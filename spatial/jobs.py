@@ -164,6 +164,8 @@ class JobManager:
             raise PermissionDenied("only admins can start training jobs")
         if kind not in self.trainers:
             raise JobError(f"unknown job kind {kind!r}; choose from {', '.join(sorted(self.trainers))}")
+        if managed := sorted(set(config).intersection(MANAGED_SETTINGS)):
+            raise JobError(f"{', '.join(managed)}: set by the job manager (each run has its own folder), so leave it out")
         config_to_args(config)  # validates names before anything is stored
         job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         run_dir = self.runs / job_id
@@ -298,10 +300,14 @@ class JobManager:
             row = rows[0]
             job = self._job(row)
             run = Path(job.run_dir)
-            cmd = self.command(job, resume=bool(row["resume"]))
-            log = open(run / "log.txt", "ab")
-            log.write(f"$ {' '.join(cmd)}\n".encode())
-            log.flush()
+            try:  # a job that cannot even be prepared (its folder deleted, a full disk) fails alone
+                cmd = self.command(job, resume=bool(row["resume"]))
+                log = open(run / "log.txt", "ab")
+                log.write(f"$ {' '.join(cmd)}\n".encode())
+                log.flush()
+            except (OSError, KeyError) as e:
+                self._set(job.id, status="failed", finished=time.time(), error=f"could not start: {e}")
+                return
             try:
                 proc = subprocess.Popen(
                     cmd, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT,
@@ -358,6 +364,8 @@ class JobManager:
                 self._procs[row["id"]] = proc
                 if row["status"] == "cancelling":  # the app went down mid-cancel: the kill timer goes on
                     self._force_kill_after(row["id"], self.cancel_grace_s)
+            elif _finished(Path(row["run_dir"])):  # it got to its end while the app was down
+                self._set(row["id"], status="succeeded", finished=time.time())
             elif row["status"] == "cancelling":  # it ended while the app was down, as asked
                 self._set(row["id"], status="cancelled", finished=time.time())
             else:

@@ -160,6 +160,34 @@ def test_a_job_being_cancelled_that_ended_while_the_app_was_down_is_cancelled_no
         second.close()
 
 
+def test_a_job_that_finished_while_the_app_was_down_is_succeeded_not_failed(tmp_path):
+    first = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    job = first.submit(ADMIN, "toy", {"steps": 1})
+    first._set(job.id, status="running", pid=2**22 + 12345, pid_created=0.0)  # a process long gone
+    first.close()
+    (Path(job.run_dir) / "final").mkdir(exist_ok=True)  # ... which got to its end
+    second = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    try:
+        assert second.get(job.id, ADMIN).status == "succeeded"
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("setting", ["output_dir", "checkpoint_dir", "resume"])
+def test_where_a_run_writes_and_whether_it_resumes_are_the_managers_to_decide(manager, setting):
+    with pytest.raises(JobError, match=f"{setting}: set by the job manager"):
+        manager.submit(ADMIN, "toy", {"steps": 1, setting: "elsewhere"})
+    assert manager.list(ADMIN) == []
+
+
+def test_a_queued_job_that_cannot_be_prepared_fails_alone_and_the_queue_goes_on(manager):
+    broken = manager.submit(ADMIN, "toy", {"steps": 1})
+    manager._set(broken.id, run_dir=str(Path(broken.run_dir) / "deleted" / "folder"))  # no log can be opened there
+    after = manager.submit(ADMIN, "toy", {"steps": 1})
+    assert "could not start" in wait_for(manager, broken.id, ("failed",)).error
+    assert wait_for(manager, after.id, ("succeeded",)).status == "succeeded"
+
+
 def test_a_database_from_before_the_queued_column_is_upgraded_in_place(tmp_path):
     import sqlite3
 
