@@ -342,10 +342,13 @@ class JobManager:
                 cancelling = row["status"] == "cancelling"
                 # Finished: its end reached (a cancel may come as the last step ends), or exit 0 uncancelled.
                 # An adopted process's code is unknown (-1), so its run folder decides.
-                if (code in (0, -1) and _finished(Path(row["run_dir"]))) or (code == 0 and not cancelling):
+                if code in (0, -1) and _finished(Path(row["run_dir"])):
                     self._set(job_id, status="succeeded", finished=time.time(), exit_code=0)
                 elif cancelling:
                     self._set(job_id, status="cancelled", finished=time.time(), exit_code=code)
+                elif code == 0:  # stopped early without a cancel (a SIGTERM from outside the app): resumable
+                    self._set(job_id, status="failed", finished=time.time(), exit_code=0,
+                              error="stopped before its end without a cancel (a signal from outside the app?); resume it")  # fmt: skip
                 else:
                     self._set(job_id, status="failed", finished=time.time(), exit_code=code,
                               error=self._last_error(row["run_dir"]) or f"exited with code {code}")  # fmt: skip

@@ -87,6 +87,18 @@ def test_cancel_is_graceful_the_trainer_saves_then_resume_continues(manager):
     assert steps[-1] == 40 and steps.count(saved + 1) == 1
 
 
+def test_a_job_stopped_by_a_signal_from_outside_the_app_is_failed_and_resumable_not_succeeded(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 40, "step_seconds": 0.1})
+    job = wait_for(manager, job.id, ("running",))
+    while not manager.metrics(job.id, ADMIN):
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGTERM)  # the trainer saves and exits 0, but its run is not done
+    job = wait_for(manager, job.id, ("failed",))
+    assert job.exit_code == 0 and "resume it" in job.error
+    manager.resume(job.id, ADMIN)
+    assert wait_for(manager, job.id, ("succeeded",), timeout=90).status == "succeeded"
+
+
 def test_cancel_forces_a_stuck_job_and_its_whole_process_tree_ends(manager):
     job = manager.submit(ADMIN, "toy", {"steps": 200, "step_seconds": 0.1, "ignore_sigterm": True})
     job = wait_for(manager, job.id, ("running",))
