@@ -224,10 +224,16 @@ class JobManager:
             return ""
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64_000))
+            start = max(0, f.tell() - 64_000)
+            f.seek(start)
             text = f.read().decode("utf-8", "replace")
-        # tqdm redraws with carriage returns: keep the last state of each line.
-        out = [line.split("\r")[-1] for line in text.splitlines()]
+        if start:  # the window's first line is cut: drop it (half a token would escape redaction)
+            text = text.split("\n", 1)[-1]
+        # tqdm redraws with carriage returns: keep the last state of each line (splitlines would
+        # make every redraw a line of its own).
+        out = [line.split("\r")[-1] for line in text.split("\n")]
+        while out and not out[-1]:
+            out.pop()
         return _redact("\n".join(out[-lines:]))
 
     def metrics(self, job_id: str, actor: Actor) -> list[dict]:

@@ -329,6 +329,20 @@ def test_tokens_are_redacted_from_log_tails(manager):
     assert "hf_abcdefghijkl" not in manager.log_tail(job.id, ADMIN)
 
 
+def test_a_log_tail_shows_lines_not_progress_redraws_and_never_a_cut_token(manager):
+    job = manager.submit(ADMIN, "toy", {"steps": 1})
+    wait_for(manager, job.id, ("succeeded",))
+    token_line = "use hf_" + "k" * 40 + "abcdefghijklmnop\n"
+    last = "filler\ngrpo:  10%\rgrpo:  20%\rgrpo:  30%\nthe last line\n"
+    after = 64_000 - 20 - len(token_line)  # the 64 kB window read then starts 20 bytes into the token line
+    padding = after - len(last)
+    with open(os.path.join(job.run_dir, "log.txt"), "w") as f:
+        f.write("start\n" + token_line + ("z" * 99 + "\n") * (padding // 100) + "z" * (padding % 100 - 1) + "\n" + last)
+    tail = manager.log_tail(job.id, ADMIN, lines=3)
+    assert tail.splitlines() == ["filler", "grpo:  30%", "the last line"]
+    assert "abcdefghijklmnop" not in manager.log_tail(job.id, ADMIN, lines=10_000)
+
+
 @pytest.mark.slow
 def test_jobs_run_under_accelerate_launch_and_cancel_reaches_the_worker(tmp_path):
     m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=30, poll_s=0.1, use_accelerate=True)
