@@ -406,13 +406,18 @@ class JobManager:
         _send(family, sig)
 
     def _force_kill_after(self, job_id: str, grace_s: float) -> None:
+        pid = self._row(job_id)["pid"]
+
         def wait_then_kill():
             deadline = time.time() + grace_s
             while time.time() < deadline:
                 if self._row(job_id)["status"] != "cancelling":
                     return
                 time.sleep(0.2)
-            self._signal(job_id, signal.SIGKILL)
+            with self._lock:  # only the process that was cancelled: not one reaped and resumed since
+                row = self._row(job_id)
+                if row["status"] == "cancelling" and row["pid"] == pid:
+                    self._signal(job_id, signal.SIGKILL)
 
         threading.Thread(target=wait_then_kill, name=f"kill-{job_id}", daemon=True).start()
 
@@ -459,6 +464,8 @@ class JobManager:
 
 
 def _descendants(pid: int | None) -> list[psutil.Process]:
+    if pid is None:  # psutil.Process(None) is this process: its children are the app's, not a job's
+        return []
     try:
         return psutil.Process(pid).children(recursive=True)
     except (psutil.Error, TypeError, ValueError):

@@ -99,6 +99,23 @@ def test_a_job_stopped_by_a_signal_from_outside_the_app_is_failed_and_resumable_
     assert wait_for(manager, job.id, ("succeeded",), timeout=90).status == "succeeded"
 
 
+def test_a_forced_kill_of_a_job_without_a_process_never_reaches_the_apps_own_children(manager):
+    import subprocess
+    import sys
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # a child of "the app"
+    try:
+        job = manager.submit(ADMIN, "toy", {"steps": 1})
+        wait_for(manager, job.id, ("succeeded",))
+        manager._set(job.id, status="cancelling", pid=None)  # e.g. reaped and resumed: no process yet
+        manager._force_kill_after(job.id, 0)
+        time.sleep(1.0)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_cancel_forces_a_stuck_job_and_its_whole_process_tree_ends(manager):
     job = manager.submit(ADMIN, "toy", {"steps": 200, "step_seconds": 0.1, "ignore_sigterm": True})
     job = wait_for(manager, job.id, ("running",))
