@@ -140,6 +140,9 @@ class JobManager:
         self.use_accelerate = use_accelerate
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen | psutil.Process] = {}
+        # Each running job's process tree as last seen: when a launcher dies, its workers are re-parented
+        # and only this list still reaches them.
+        self._family: dict[str, list[psutil.Process]] = {}
         self._db = sqlite3.connect(self.root / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -260,7 +263,8 @@ class JobManager:
         return min(1.0, rows[-1]["step"] / total) if total else None
 
     def checkpoints(self, kind: str | None = None) -> list[dict]:
-        """Finished checkpoints of succeeded (or stopped) runs, newest first, for pickers."""
+        """Every run's complete checkpoints, newest first, for the (public) pickers: those of running,
+        cancelled and failed runs too, since a checkpoint is whole once renamed; `status` says which."""
         out = []
         rows = self._query("SELECT * FROM jobs ORDER BY created DESC")
         for r in rows:
@@ -342,8 +346,12 @@ class JobManager:
             for job_id, proc in list(self._procs.items()):
                 code = proc.poll() if isinstance(proc, subprocess.Popen) else _adopted_exit(proc)
                 if code is None:
+                    self._family[job_id] = _descendants(proc.pid)
                     continue
                 del self._procs[job_id]
+                # A leader that crashed (or was OOM-killed) leaves its workers running on the GPU: end them
+                # before the next job starts. psutil refuses a pid that was reused since it was seen.
+                _send(self._family.pop(job_id, []), signal.SIGKILL)
                 row = self._row(job_id)
                 cancelling = row["status"] == "cancelling"
                 # Finished: its end reached (a cancel may come as the last step ends), or exit 0 uncancelled.

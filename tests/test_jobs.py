@@ -144,6 +144,23 @@ def test_cancel_kills_descendants_that_left_the_job_s_process_group(manager):
             child.kill()
 
 
+def test_a_job_whose_leader_crashes_leaves_no_worker_running(manager):
+    # As when accelerate's launcher dies: its workers sit in sessions of their own, re-parented.
+    job = manager.submit(ADMIN, "toy", {"steps": 200, "step_seconds": 0.3, "fail_at": 8, "detached_child": True})
+    job = wait_for(manager, job.id, ("running",))
+    pid_file = Path(job.run_dir) / "child.pid"
+    deadline = time.time() + 30
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(int(pid_file.read_text()))
+    try:
+        wait_for(manager, job.id, ("failed",), timeout=30)
+        child.wait(timeout=10)
+    finally:
+        if child.is_running():
+            child.kill()
+
+
 def test_cancelling_again_stops_a_job_at_once_instead_of_waiting_for_its_checkpoint(tmp_path):
     m = JobManager(tmp_path, trainers=TRAINERS, cancel_grace_s=600, poll_s=0.1, use_accelerate=False)
     try:
