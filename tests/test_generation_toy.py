@@ -225,6 +225,11 @@ def test_a_pilot_reuses_a_saved_autoencoder_and_changes_the_model_from_the_comma
         PretrainConfig(vae_from=str(tmp_path / "missing")).validate()
     with pytest.raises(ValueError, match="mirror_prob must be in"):
         PretrainConfig(mirror_prob=0.5).validate()  # a coin flip: the words would not decide the layout
+    assert PretrainConfig(rare_relations=" below, right of ").rare_relation_words() == ("below", "right of")
+    with pytest.raises(ValueError, match="rare_relations must name relations"):
+        PretrainConfig(rare_relations="below,under").validate()
+    with pytest.raises(ValueError, match="rare_relations must name relations"):
+        PretrainConfig(rare_relations="below", rare_relation_prob=1.5).validate()
 
 
 def test_the_training_command_refuses_bad_settings_in_one_line(tmp_path):

@@ -11,6 +11,7 @@ from spatial.world.scene import CLEAR, CLEARLY_NOT, SceneObject, direction_cosin
 from spatial.world.grammar import parse_prompt
 
 import random
+from collections import Counter
 
 
 def test_same_seed_same_example_and_identical_pixels():
@@ -78,6 +79,23 @@ def test_mirrored_scenes_show_every_stated_relation_reversed_and_keep_the_prompt
         for o in ex.scene.objects:
             assert all(abs(v * 8 - round(v * 8)) < 1e-9 for v in o.box) and all(0.0 <= v <= 1.0 for v in o.box)
     assert 60 <= mirrored <= 120  # about 30% of 300
+
+
+def test_rare_relation_words_are_restated_as_their_opposites_and_the_scene_still_fits():
+    rare = replace(WorldConfig(), rare_relations=("below", "right of"), rare_relation_prob=0.1)
+    words = {cfg: Counter() for cfg in (WorldConfig(), rare)}
+    for seed in range(600):
+        for cfg in words:
+            ex = sample_example(seed, cfg)
+            assert all(spec_holds(ex.spec, ex.scene, CLEAR))
+            words[cfg].update(r.predicate for r in ex.spec.relations)
+        drawn = lambda cfg: sorted(map(repr, sample_example(seed, cfg).scene.objects))  # order: first mention
+        assert drawn(rare) == drawn(WorldConfig())  # only the wording changes
+    common, tail = words[WorldConfig()], words[rare]
+    assert sum(tail.values()) == sum(common.values())
+    for word, opposite in (("below", "above"), ("right of", "left of")):
+        assert tail[word] < 0.2 * common[word]  # about 10% of them keep their word
+        assert tail[opposite] + tail[word] == common[opposite] + common[word]
 
 
 def test_every_held_out_prompt_has_a_canonical_layout_at_the_toy_size():

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..world.vocab import RELATIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOY_BASE = REPO_ROOT / "assets" / "toy" / "flux"
 TOY_LORA = REPO_ROOT / "assets" / "toy" / "rl-lora"
@@ -177,6 +179,12 @@ class PretrainConfig:
     """Share of training scenes shown with every stated relation reversed (SpatialWorld's
     `WorldConfig.mirror_prob`): spatially wrong captions, which leave the base drawing the named
     objects but choosing the layout the prompt asks for only as often as its data did."""
+    rare_relations: str = ""
+    """Comma-separated relation words ("below,right of") that training captions seldom use: each is
+    restated as its opposite with the roles swapped except with chance `rare_relation_prob`
+    (SpatialWorld's `WorldConfig.rare_relations`; the scenes are unchanged, only the wording)."""
+    rare_relation_prob: float = 1.0
+    """Chance that a relation in `rare_relations` keeps its own word (1: no effect)."""
     layout_weight: float = 0.0
     """Weight of an auxiliary loss that asks a linear readout of the T5 output at each object token for
     where that object sits in the render (dropped after training). FLUX gives text tokens no position,
@@ -216,6 +224,9 @@ class PretrainConfig:
         except (json.JSONDecodeError, TypeError, AttributeError) as e:
             raise ValueError(f"model must be a JSON object of ToyFluxConfig fields ({e})") from None
 
+    def rare_relation_words(self) -> tuple[str, ...]:
+        return tuple(w.strip() for w in self.rare_relations.split(",") if w.strip())
+
     def validate(self) -> None:
         for name in ("examples", "vae_steps", "vae_batch", "steps", "batch", "checkpoint_every", "log_every",
                      "threads", "probe_prompts"):  # fmt: skip
@@ -227,6 +238,10 @@ class PretrainConfig:
             raise ValueError(f"object sizes must satisfy 0.05 <= min_size <= max_size <= 0.4, got {self.min_size}, {self.max_size}")
         if not 0 <= self.mirror_prob < 0.5:
             raise ValueError(f"mirror_prob must be in [0, 0.5) (at 0.5 the words no longer decide the layout), got {self.mirror_prob}")
+        unknown = [r for r in self.rare_relation_words() if r not in RELATIONS]
+        if unknown or not 0 <= self.rare_relation_prob <= 1:
+            raise ValueError(f"rare_relations must name relations among {', '.join(RELATIONS)} and rare_relation_prob "
+                             f"lie in [0, 1], got {self.rare_relations!r}, {self.rare_relation_prob}")  # fmt: skip
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.sigma_shift < 0:

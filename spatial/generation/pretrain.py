@@ -114,7 +114,8 @@ def training_world(c: PretrainConfig) -> WorldConfig:
                        border=0.0 if c.snap else WorldConfig().border,
                        background=(c.background,) * 3 if c.background else None,
                        distractor_prob=WorldConfig().distractor_prob if c.distractors else 0.0,
-                       canonical=c.canonical, mirror_prob=c.mirror_prob)  # fmt: skip
+                       canonical=c.canonical, mirror_prob=c.mirror_prob,
+                       rare_relations=c.rare_relation_words(), rare_relation_prob=c.rare_relation_prob)  # fmt: skip
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:

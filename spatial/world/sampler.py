@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .grammar import format_prompt
 from .scene import RECTANGLE_ASPECT, CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine, relation_holds
-from .vocab import COLOURS, RELATIONS, SHAPES
+from .vocab import COLOURS, OPPOSITE, RELATIONS, SHAPES
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ class WorldConfig:
     in web alt-text and in flip augmentation that leaves captions alone. The prompt is the same either
     way (drawn from its own stream), so a model trained on it names the right objects but learns the
     layout only as a majority vote."""
+    rare_relations: tuple[str, ...] = ()
+    """Relation words that captions seldom use: each is stated as its opposite with the roles swapped
+    ("B above A" for "A below B") except with chance `rare_relation_prob`. The two
+    wordings ask for the same layouts, so a model trained on it sees every layout but some spatial
+    words only rarely, as in web captions where a few phrasings are common and the rest a long tail."""
+    rare_relation_prob: float = 1.0
+    """Chance that a relation in `rare_relations` keeps its own word (1: no effect)."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,10 @@ def sample_example(seed: int, cfg: WorldConfig = WorldConfig()) -> Example:
             if rng.random() < 0.5:
                 i, j = j, i
             relations.append((i, rng.choice(clear[(i, j)]), j))
+        if cfg.rare_relations:  # its own stream, so the scene and the rest of the prompt stay the same
+            keep = random.Random(f"spatialworld-rare:{seed}")
+            relations = [(j, OPPOSITE[p], i) if p in cfg.rare_relations and keep.random() >= cfg.rare_relation_prob
+                         else (i, p, j) for i, p, j in relations]  # fmt: skip
         rng.shuffle(relations)
         # Number objects in order of first mention, as the prompt text will read.
         spec = PromptSpec(tuple((o.colour, o.shape) for o in objs), tuple(Relation(i, p, j) for i, p, j in relations))
