@@ -6,11 +6,14 @@ object per line with at least `step`, and `total_steps` for the progress bar). T
 checkpoint and exit on SIGTERM; cancel sends SIGTERM to the trainer processes and SIGKILL to the
 whole process tree after a grace period (or at a second cancel). State survives app restarts: a
 running job whose process is gone is marked failed, one still alive is adopted again, and a failed
-or cancelled job can be resumed (`--resume`).
+or cancelled job can be resumed (`--resume`). One manager per folder at a time, across processes
+(an advisory lock on `scheduler.lock`, let go when its process ends however it ends): two would each
+start the queue's next job.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -138,6 +141,7 @@ class JobManager:
         self.poll_s = poll_s
         self.python = python
         self.use_accelerate = use_accelerate
+        self._scheduler_lock = _hold_scheduler_lock(self.root / "scheduler.lock")
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen | psutil.Process] = {}
         # Each running job's process tree as last seen: when a launcher dies, its workers are re-parented
@@ -288,6 +292,7 @@ class JobManager:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._scheduler_lock.close()  # closing the file lets go of its lock
 
     # ---- scheduling ---------------------------------------------------------------------------
 
@@ -469,6 +474,24 @@ class JobManager:
                 if wanted(line) and "CalledProcessError" not in line:
                     return _redact(line)[:500]
         return None
+
+
+def _hold_scheduler_lock(path: Path):
+    """The open lock file, held exclusively, with our pid in it; JobError naming the holder if taken."""
+    f = open(path, "a+")  # not inherited by jobs (PEP 446), so a job that outlives the app holds nothing
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise JobError(f"{path.parent} is in use by another Spatial Studio app (pid {holder}): its job "
+                       "scheduler must be the only one. Stop that app, or give this one its own "
+                       "SPATIAL_DATA_DIR.") from None  # fmt: skip
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def _descendants(pid: int | None) -> list[psutil.Process]:

@@ -7,6 +7,8 @@ own tests and the browser test.
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -314,6 +316,30 @@ def test_cancelling_a_queued_job_never_starts_it(manager):
     time.sleep(0.5)
     b = manager.get(b.id, ADMIN)
     assert b.status == "cancelled" and b.started is None
+
+
+def test_a_second_manager_on_the_same_folder_is_refused_and_the_first_keeps_scheduling(manager, tmp_path):
+    # Two schedulers on one queue would each start its next job; the second is told who holds it.
+    with pytest.raises(JobError, match=rf"in use by another Spatial Studio app \(pid {os.getpid()}\).*SPATIAL_DATA_DIR"):
+        JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    assert wait_for(manager, manager.submit(ADMIN, "toy", {"steps": 1}).id, ("succeeded",)).status == "succeeded"
+    manager.close()
+    JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False).close()  # free once closed
+
+
+def test_the_folder_is_free_again_once_the_app_holding_it_is_killed(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from spatial.jobs import JobManager; "
+         f"JobManager({str(tmp_path)!r}, use_accelerate=False); print('ready', flush=True); time.sleep(600)"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(JobError, match=rf"pid {holder.pid}\b"):
+            JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, the kernel lets go of the lock
+        holder.wait()
+    JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False).close()
 
 
 def test_restart_adopts_a_live_job_and_fails_an_orphan(tmp_path):

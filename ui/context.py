@@ -62,8 +62,10 @@ class AppContext:
             return store
 
     def start(self) -> None:
-        """Work done once, in the main thread, before serving: open the annotation store (seeding
-        it and starting the Hub write-back with its SIGTERM flush)."""
+        """Work done once, in the main thread, before serving: claim the job scheduler (JobError if
+        another app runs on this data dir), then open the annotation store (seeding it and starting
+        the Hub write-back with its SIGTERM flush)."""
+        self.jobs
         self.annotation
 
     def send_pair(self, state: dict) -> str:
