@@ -8,7 +8,9 @@ the words holds about a third of the time: the oracle wants the offset within 60
 named direction), and the mean offset of subject from object along the named direction (0 for a
 model that ignores the words). With --base_model, also how much the T5 encoder's output for an
 object changes when the object swaps roles ("A left of B" vs "B left of A"): cosine 1 means the
-text the transformer reads cannot tell subject from object.
+text the transformer reads cannot tell subject from object. With --split_words "below,right of",
+also object and spatial accuracy for the prompts that use any of those words against the rest
+(how a long-tail word costs a base, see --rare_relations).
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ def relation_stats(rows: list[dict]) -> dict:
     }  # fmt: skip
 
 
+def split_by_words(rows: list[dict], words: list[str]) -> dict:
+    def summary(subset):
+        n = len(subset)
+        return {"images": n,
+                "object_accuracy": round(sum(r["objects_ok"] for r in subset) / n, 4) if n else None,
+                "spatial_accuracy": round(sum(r["spatial_ok"] for r in subset) / n, 4) if n else None}  # fmt: skip
+
+    uses = [any(rel["relation"] in words for rel in r["relations"]) for r in rows]
+    return {"with_words": summary([r for r, u in zip(rows, uses) if u]),
+            "without_words": summary([r for r, u in zip(rows, uses) if not u])}  # fmt: skip
+
+
 def role_cosine(base_model: str) -> float:
     import torch
     from diffusers import FluxPipeline
@@ -72,9 +86,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/relation_knowledge.py")
     ap.add_argument("--results", required=True, help="an evaluation's --out folder (holds results.jsonl)")
     ap.add_argument("--base_model", default=None, help="a FluxPipeline folder whose T5 to probe for roles")
+    ap.add_argument("--split_words", default=None, help='comma-separated relation words, e.g. "below,right of"')
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in (Path(args.results) / "results.jsonl").read_text().splitlines()]
     out = {"results": args.results, "images": len(rows), **relation_stats(rows)}
+    if args.split_words:
+        words = [w.strip() for w in args.split_words.split(",") if w.strip()]
+        unknown = sorted(set(words) - set(DIRECTION))
+        if unknown:
+            ap.error(f"unknown relation words {unknown}; known: {sorted(DIRECTION)}")
+        out["split"] = {"words": words, **split_by_words(rows, words)}
     if args.base_model:
         out["t5_subject_vs_object_cosine"] = role_cosine(args.base_model)
     print(json.dumps(out))
