@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spatial.world.vocab import RELATIONS  # noqa: E402
 
 DIRECTION = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
 
@@ -92,9 +97,9 @@ def main(argv=None) -> int:
     out = {"results": args.results, "images": len(rows), **relation_stats(rows)}
     if args.split_words:
         words = [w.strip() for w in args.split_words.split(",") if w.strip()]
-        unknown = sorted(set(words) - set(DIRECTION))
+        unknown = sorted(set(words) - set(RELATIONS))
         if unknown:
-            ap.error(f"unknown relation words {unknown}; known: {sorted(DIRECTION)}")
+            ap.error(f"unknown relation words {unknown}; known: {list(RELATIONS)}")
         out["split"] = {"words": words, **split_by_words(rows, words)}
     if args.base_model:
         out["t5_subject_vs_object_cosine"] = role_cosine(args.base_model)
