@@ -5,7 +5,7 @@ from .oracle import CheckResult, check, find_blobs
 from .pairs import PAIR_COLUMNS, Pair, sample_pair, write_pairs
 from .perturb import KINDS, Perturbation, perturb
 from .render import render
-from .sampler import Example, WorldConfig, example_seed, sample_example, sample_prompts, spec_holds
+from .sampler import Example, WorldConfig, example_seed, sample_example, sample_prompts, spec_holds, weight_by_object_count
 from .scene import PromptSpec, Relation, Scene, SceneObject, direction_cosine, relation_holds
 from .vocab import COLOURS, RELATIONS, SHAPES, words
 
@@ -14,5 +14,5 @@ __all__ = [
     "Perturbation", "PromptError", "PromptSpec", "Relation", "Scene", "SceneObject", "WorldConfig",
     "check", "direction_cosine", "example_seed", "find_blobs", "format_prompt", "parse_prompt",
     "perturb", "relation_holds", "render", "sample_example", "sample_pair", "sample_prompts",
-    "spec_holds", "unknown_words", "words", "write_pairs",
+    "spec_holds", "unknown_words", "weight_by_object_count", "words", "write_pairs",
 ]  # fmt: skip

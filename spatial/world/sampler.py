@@ -315,3 +315,18 @@ def scene_for(spec: PromptSpec, seed: int = 0, cfg: WorldConfig = WorldConfig(),
             if all(spec_holds(spec, scene)):
                 return scene
     raise ValueError("no layout satisfies every relation in this prompt; do some contradict each other?")
+
+
+def weight_by_object_count(prompts: list[str], weights: dict[int, int], seed: int = 0) -> list[str]:
+    """Each prompt repeated `weights[number of named objects]` times (missing counts: once), shuffled
+    with `random.Random(seed)`: a training list that draws hard many-object prompts more often."""
+    from .grammar import parse_prompt
+
+    for count, w in weights.items():
+        if not isinstance(w, int) or w < 0:
+            raise ValueError(f"weight for {count}-object prompts must be a whole number >= 0, got {w!r}")
+    out = [p for p in prompts for _ in range(weights.get(len(parse_prompt(p).objects), 1))]
+    if not out:
+        raise ValueError("every prompt has weight 0: nothing to train on")
+    random.Random(seed).shuffle(out)
+    return out
