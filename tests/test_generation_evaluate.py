@@ -8,7 +8,7 @@ from PIL import Image
 from spatial.generation import build_toy_pipeline
 from spatial.generation.evaluate import judge, main
 from spatial.generation.toy import TINY
-from spatial.world import render, sample_example, sample_pair
+from spatial.world import Scene, SceneObject, render, sample_example, sample_pair
 from training.evaluate import main as dispatch
 
 
@@ -37,6 +37,16 @@ def test_right_objects_in_the_wrong_places_count_for_objects_but_not_layout():
     images = [render(p.perturbation.scene, 32) for p in pairs]
     summary = judge(images, [p.prompt for p in pairs])["summary"]
     assert summary["object_accuracy"] == 1.0 and summary["spatial_accuracy"] == 0.0
+
+
+def test_unrequested_objects_are_counted_apart_from_the_accuracies():
+    named = (SceneObject("red", "circle", 0.25, 0.5, 0.2), SceneObject("blue", "square", 0.75, 0.5, 0.2))
+    extra = SceneObject("yellow", "diamond", 0.5, 0.15, 0.2)
+    images = [render(Scene(named, (240, 240, 240)), 32), render(Scene(named + (extra,), (240, 240, 240)), 32)]
+    result = judge(images, ["a red circle left of a blue square"] * 2)
+    assert result["summary"]["object_accuracy"] == 1.0 and result["summary"]["spatial_accuracy"] == 1.0
+    assert result["summary"]["extra_objects"] == 0.5 and result["summary"]["images_with_extras"] == 0.5
+    assert [r["extras"] for r in result["rows"]] == [[], [{"name": "yellow diamond", "box": result["rows"][1]["extras"][0]["box"]}]]
 
 
 def test_blank_images_score_zero():

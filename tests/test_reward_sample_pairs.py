@@ -16,15 +16,24 @@ from training import sample_pairs as cli
 
 
 class Verdict:
-    def __init__(self, found, verdicts):
+    def __init__(self, found, verdicts, extras=0):
         self.objects = [{"found": f} for f in found]
         self.relations = [{"verdict": v} for v in verdicts]
+        self.extras = [{"name": "yellow circle"}] * extras
 
 
 def test_a_grade_counts_found_objects_and_true_relations_each_as_a_fraction():
     assert grade(Verdict([True, True], ["true"])) == 2.0
     assert grade(Verdict([True, False], ["unknown"])) == 0.5
     assert grade(Verdict([True, True, True], ["true", "false"])) == 1.5
+
+
+def test_unrequested_objects_cost_grade_only_when_a_penalty_is_set():
+    assert grade(Verdict([True, True], ["true"], extras=2)) == 2.0
+    assert grade(Verdict([True, True], ["true"], extras=2), extra_penalty=0.5) == 1.0
+    # a complete image that added one object now loses a pair at the default margin to a clean one
+    assert choose_pairs([grade(Verdict([True, True], ["true"]), 0.5), grade(Verdict([True, True], ["true"], 1), 0.5)],
+                        n=1, margin=0.5, rng=random.Random(0)) == [(0, 1)]  # fmt: skip
 
 
 def test_pairs_respect_the_margin_put_the_better_sample_first_and_use_a_sample_at_most_twice():

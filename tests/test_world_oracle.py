@@ -76,6 +76,22 @@ def test_a_violated_relation_is_false_not_unknown():
     assert result.relations[0]["verdict"] == "false"
 
 
+def test_objects_the_prompt_did_not_name_are_listed_as_extras_and_do_not_fail_it():
+    named = (SceneObject("red", "circle", 0.25, 0.5, 0.2), SceneObject("blue", "square", 0.75, 0.5, 0.2))
+    extra = SceneObject("yellow", "triangle", 0.5, 0.15, 0.2)
+    alone = check(render_scene(Scene(named, (240, 240, 240)), 64), "a red circle left of a blue square")
+    crowded = check(render_scene(Scene(named + (extra,), (240, 240, 240)), 64), "a red circle left of a blue square")
+    assert alone.satisfied and alone.extras == []
+    assert crowded.satisfied and [e["name"] for e in crowded.extras] == ["yellow triangle"]
+
+
+def test_a_second_copy_of_a_named_object_is_an_extra():
+    scene = Scene((SceneObject("red", "circle", 0.2, 0.5, 0.2), SceneObject("blue", "square", 0.5, 0.5, 0.2),
+                   SceneObject("red", "circle", 0.8, 0.5, 0.2)), (240, 240, 240))  # fmt: skip
+    result = check(render_scene(scene, 64), "a red circle left of a blue square")
+    assert [e["name"] for e in result.extras] == ["red circle"]
+
+
 def test_a_blank_image_finds_nothing():
     result = check(Image.new("RGB", (64, 64), (235, 235, 235)), "a red circle left of a blue square")
     assert not result.satisfied and not any(o["found"] for o in result.objects)

@@ -86,13 +86,16 @@ def judge(images, prompts: Sequence[str]) -> dict:
     for image, prompt in zip(images, prompts, strict=True):
         v = check(image, prompt)
         rows.append({"prompt": prompt, "objects_ok": all(o["found"] for o in v.objects), "spatial_ok": v.satisfied,
-                     "objects": v.objects, "relations": v.relations})  # fmt: skip
+                     "objects": v.objects, "relations": v.relations, "extras": v.extras})  # fmt: skip
     n = len(rows)
     relations = [r["verdict"] == "true" for row in rows for r in row["relations"]]
     summary = {
         "object_accuracy": round(sum(r["objects_ok"] for r in rows) / n, 4),
         "spatial_accuracy": round(sum(r["spatial_ok"] for r in rows) / n, 4),
         "relation_accuracy": round(sum(relations) / len(relations), 4) if relations else None,
+        # Unrequested objects: the reward-hacking guard the two accuracies cannot be (docs/TRAINING.md).
+        "extra_objects": round(sum(len(r["extras"]) for r in rows) / n, 4),
+        "images_with_extras": round(sum(bool(r["extras"]) for r in rows) / n, 4),
         "n": n,
     }
     return {"summary": summary, "rows": rows}

@@ -60,7 +60,11 @@ class SamplePairsConfig:
     pairs_per_prompt: int = 3
     """At most this many pairs per prompt (drawn among those whose grades differ enough)."""
     margin: float = 0.5
-    """Smallest grade difference that makes a pair (grades are in [0, 2])."""
+    """Smallest grade difference that makes a pair (grades are in [0, 2] less any extras penalty)."""
+    extra_penalty: float = 0.0
+    """Grade taken off per object-sized blob the prompt did not ask for (the oracle's `extras`). A
+    reward trained without it can learn "more shapes, more likely the named ones are there", and a
+    policy then sprays unrequested objects (docs/TRAINING.md); 0.5 makes one extra cost a pair."""
     test_fraction: float = 0.1
     """Fraction of prompts (the last ones) whose pairs form the test split."""
     device: str = "auto"
@@ -87,14 +91,17 @@ class SamplePairsConfig:
             raise ValueError("test_fraction must be in [0, 1)")
         if not 0 <= self.margin <= 2:
             raise ValueError("margin must be in [0, 2] (grades are in [0, 2])")
+        if not 0 <= self.extra_penalty <= 2:
+            raise ValueError(f"extra_penalty must be in [0, 2], got {self.extra_penalty}")
 
 
-def grade(verdict) -> float:
+def grade(verdict, extra_penalty: float = 0.0) -> float:
     """Fraction of named objects found plus fraction of relations true, in [0, 2]: a sample with every
-    object drawn beats one with a smeared object, and among complete ones the right layout wins."""
+    object drawn beats one with a smeared object, and among complete ones the right layout wins;
+    less `extra_penalty` per unrequested object."""
     objects = sum(o["found"] for o in verdict.objects) / max(1, len(verdict.objects))
     relations = sum(r["verdict"] == "true" for r in verdict.relations) / max(1, len(verdict.relations))
-    return objects + relations
+    return objects + relations - extra_penalty * len(verdict.extras)
 
 
 def choose_pairs(grades: list[float], n: int, margin: float, rng: random.Random) -> list[tuple[int, int]]:
@@ -157,7 +164,7 @@ def write_sample_pairs(pipe, prompts: list[str], config: SamplePairsConfig, prog
         for i, prompt in enumerate(prompts):
             split = "test" if i >= len(prompts) - n_test else "train"
             group = sample_group(pipe, prompt, seed * 1_000_003 + i, config)
-            grades = [grade(check(im, prompt)) for _, im in group]
+            grades = [grade(check(im, prompt), config.extra_penalty) for _, im in group]
             rng = random.Random(f"sample-pairs:{seed}:{i}")
             for a, b in choose_pairs(grades, config.pairs_per_prompt, config.margin, rng):
                 rec = {
