@@ -189,3 +189,14 @@ def test_a_training_form_with_a_number_that_is_not_finite_is_refused_by_field(fi
     values = dict(zip([f.name for f in form.fields], form.values_for(PRESETS["toy"])))
     with pytest.raises(ValueError, match="finite number"):
         form.build(list({**values, field: value}.values()))
+
+
+def test_the_oracle_verdict_lists_objects_the_prompt_did_not_ask_for():
+    from spatial.world import Scene, SceneObject, render
+
+    named = (SceneObject("red", "circle", 0.25, 0.5, 0.2), SceneObject("blue", "square", 0.75, 0.5, 0.2))
+    extra = SceneObject("yellow", "triangle", 0.5, 0.15, 0.2)
+    clean = judge_image("a red circle left of a blue square", render(Scene(named, (240, 240, 240)), 64))
+    cluttered = judge_image("a red circle left of a blue square", render(Scene(named + (extra,), (240, 240, 240)), 64))
+    assert "Oracle: satisfied" in clean and "not asked for" not in clean
+    assert "Oracle: satisfied" in cluttered and "not asked for: yellow triangle" in cluttered

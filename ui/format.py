@@ -14,4 +14,6 @@ def verdict_markdown(result: CheckResult) -> str:
         lines.append(f"- {o['name']}: {'found' if o['found'] else '**not found**'}")
     for r in result.relations:
         lines.append(f"- {_MARK[r['verdict']]} {r['subject']} *{r['relation']}* {r['object']}")
+    if result.extras:  # not a failure (scenes may hold distractors), but worth seeing: RL can learn to add clutter
+        lines.append(f"- not asked for: {', '.join(e['name'] for e in result.extras)}")
     return "\n".join(lines)
