@@ -82,12 +82,14 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
         scores[ckpt] = np.asarray(mu)
     for ckpt in columns:
         try:
-            acc = float(np.mean([check(im, p).satisfied for (p, _), im in zip(jobs, images[ckpt])]))
+            verdicts = [check(im, p) for (p, _), im in zip(jobs, images[ckpt])]
+            acc = float(np.mean([v.satisfied for v in verdicts]))
+            extras = float(np.mean([len(v.extras) for v in verdicts]))  # clutter: the reward hack accuracy misses
         except PromptError:
-            acc = float("nan")
+            acc = extras = float("nan")
         win = float(np.mean(scores[ckpt] > scores["base"])) if ckpt != "base" else float("nan")
         table.append({"checkpoint": ckpt, "mean_spatialscore": float(np.nanmean(scores[ckpt])) if scorer else None,
-                      "win_rate_vs_base": win, "oracle_accuracy": acc, "images": len(jobs)})  # fmt: skip
+                      "win_rate_vs_base": win, "oracle_accuracy": acc, "unrequested_objects": extras, "images": len(jobs)})  # fmt: skip
     df = pd.DataFrame(table)
     out = Path(tempfile.mkdtemp(prefix="compare-"))
     grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], columns)

@@ -47,6 +47,9 @@ def test_compare_endpoint_returns_a_grid_a_table_and_exports(client):
     grid, table, files = client.predict("a red circle left of a blue square", "0", ["bundled"], 2, 32,
                                         api_name="/compare_checkpoints")  # fmt: skip
     assert [row[0] for row in table["data"]] == ["base", "bundled"]
+    assert table["headers"] == ["checkpoint", "mean_spatialscore", "win_rate_vs_base", "oracle_accuracy",
+                                "unrequested_objects", "images"]  # fmt: skip
+    assert all(row[4] >= 0 for row in table["data"])  # a count per image, for the prompt the oracle can read
     assert any(str(f).endswith(".csv") for f in files)
 
 
