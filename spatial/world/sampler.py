@@ -11,7 +11,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from .grammar import format_prompt
+from .grammar import format_prompt, parse_prompt
 from .scene import RECTANGLE_ASPECT, CLEAR, PromptSpec, Relation, Scene, SceneObject, direction_cosine, relation_holds
 from .vocab import COLOURS, OPPOSITE, RELATIONS, SHAPES
 
@@ -320,8 +320,6 @@ def scene_for(spec: PromptSpec, seed: int = 0, cfg: WorldConfig = WorldConfig(),
 def weight_by_object_count(prompts: list[str], weights: dict[int, int], seed: int = 0) -> list[str]:
     """Each prompt repeated `weights[number of named objects]` times (missing counts: once), shuffled
     with `random.Random(seed)`: a training list that draws hard many-object prompts more often."""
-    from .grammar import parse_prompt
-
     for count, w in weights.items():
         if not isinstance(w, int) or w < 0:
             raise ValueError(f"weight for {count}-object prompts must be a whole number >= 0, got {w!r}")
