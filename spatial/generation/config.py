@@ -153,6 +153,11 @@ class PretrainConfig:
     vae_from: str | None = None
     """Reuse the autoencoder of a saved toy pipeline folder instead of training one (skips stage 1; for
     short recipe pilots of stage 2)."""
+    init_from: str | None = None
+    """Continue from a saved toy pipeline folder instead of starting from scratch: its autoencoder (with
+    its latent scaling, so latents mean what they meant), transformer and text encoders are the
+    starting weights, stage 1 is skipped, and stage 2 runs `steps` more steps on this run's data (for
+    a base that unlearns part of what it knew, e.g. with `mirror_prob`)."""
     model: str = ""
     """ToyFluxConfig fields to change, as a JSON object (e.g. '{"object_tokens": false}'); empty: the defaults."""
     vae_batch: int = 32
@@ -253,6 +258,13 @@ class PretrainConfig:
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
         if self.vae_from and not (Path(self.vae_from) / "vae" / "config.json").is_file():
             raise ValueError(f"vae_from {self.vae_from} is not a pipeline folder with a vae/ inside")
+        if self.init_from:
+            missing = [d for d in ("vae", "transformer", "text_encoder", "text_encoder_2")
+                       if not (Path(self.init_from) / d / "config.json").is_file()]  # fmt: skip
+            if missing:
+                raise ValueError(f"init_from {self.init_from} is not a saved toy pipeline folder (no {', '.join(missing)} inside)")
+            if self.vae_from:
+                raise ValueError("init_from already brings its autoencoder; leave vae_from empty")
         self.toy_config()
         if self.device == "cuda":
             import torch

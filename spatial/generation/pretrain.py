@@ -214,15 +214,34 @@ class ToyPretrainer:
                 raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
         vae.eval()
 
+    def load_weights(self, folder: str) -> None:
+        """Start from a saved toy pipeline: every trained component's weights and the autoencoder's
+        latent scaling. The architecture must be this run's (`model`), or loading says what differs."""
+        from diffusers import FluxTransformer2DModel
+        from transformers import CLIPTextModel, T5EncoderModel
+
+        pipe, root = self.pipe, Path(folder)
+        parts = {"vae": AutoencoderKL, "transformer": FluxTransformer2DModel, "text_encoder": CLIPTextModel,
+                 "text_encoder_2": T5EncoderModel}  # fmt: skip
+        for name, cls in parts.items():
+            saved = cls.from_pretrained(root / name)
+            try:
+                getattr(pipe, name).load_state_dict(saved.state_dict())
+            except RuntimeError as e:
+                raise ValueError(f"init_from {folder}: its {name} is not this run's architecture ({str(e).splitlines()[0]})") from None
+        saved_vae = AutoencoderKL.load_config(root / "vae")
+        pipe.vae.register_to_config(shift_factor=saved_vae["shift_factor"], scaling_factor=saved_vae["scaling_factor"])
+
     @torch.no_grad()
-    def encode_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Latent means of every render; the VAE's scaling/shift set from their statistics."""
+    def encode_all(self, images: torch.Tensor, fit_scaling: bool = True) -> torch.Tensor:
+        """Latent means of every render, scaled; with `fit_scaling` the VAE's scaling/shift are first
+        set from their statistics (otherwise the ones it has are kept)."""
         vae = self.pipe.vae.eval()
         lat = torch.cat([vae.encode(to_unit(images[i : i + 512]).to(self.device)).latent_dist.mean.cpu()
                          for i in range(0, len(images), 512)])  # fmt: skip
-        shift, scale = lat.mean().item(), 1.0 / lat.std().item()
-        vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-        return (lat - shift) * scale
+        if fit_scaling:
+            vae.register_to_config(shift_factor=lat.mean().item(), scaling_factor=1.0 / lat.std().item())
+        return (lat - vae.config.shift_factor) * vae.config.scaling_factor
 
     # ---- stage 2: the transformer ------------------------------------------------------------------
 
@@ -408,12 +427,14 @@ class ToyPretrainer:
             t0 = time.perf_counter()
             world = training_world(c)
             images, prompts, boxes = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
-            if c.vae_from:
+            if c.init_from:
+                self.load_weights(c.init_from)
+            elif c.vae_from:
                 self.pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(Path(c.vae_from) / "vae").state_dict())
             else:
                 self.train_vae(images)
             t1 = time.perf_counter()
-            latents = self.encode_all(images)
+            latents = self.encode_all(images, fit_scaling=not c.init_from)
             if c.probe_every and self.main:
                 self.log({"stage": "vae_probe", **self.probe_vae(world)})
             self.train_transformer(latents, prompts, boxes)
