@@ -232,6 +232,30 @@ def test_a_pilot_reuses_a_saved_autoencoder_and_changes_the_model_from_the_comma
         PretrainConfig(rare_relations="below", rare_relation_prob=1.5).validate()
 
 
+def test_continuing_from_a_saved_pipeline_starts_from_its_weights_and_keeps_its_latent_scale(tmp_path):
+    first = ToyPretrainer(tiny_training(tmp_path / "first"), TINY).run()
+    # zero steps' worth of change would be the first pipeline itself: one step moves it a little
+    more = ToyPretrainer(tiny_training(tmp_path / "more", init_from=str(first), steps=1, warmup=1, lr=1e-5,
+                                       mirror_prob=0.3), TINY).run()  # fmt: skip
+    a, b = FluxPipeline.from_pretrained(first), FluxPipeline.from_pretrained(more)
+    assert (a.vae.config.scaling_factor, a.vae.config.shift_factor) == (b.vae.config.scaling_factor, b.vae.config.shift_factor)
+    assert all(torch.equal(x, y) for x, y in zip(a.vae.state_dict().values(), b.vae.state_dict().values()))
+    ta, tb = a.transformer.state_dict(), b.transformer.state_dict()
+    moved = max((ta[k] - tb[k]).abs().max().item() for k in ta)
+    assert 0 < moved < 1e-3  # one small step away from the saved weights, not a fresh initialisation
+    scratch = FluxPipeline.from_pretrained(ToyPretrainer(tiny_training(tmp_path / "scratch", steps=1, warmup=1, lr=1e-5,
+                                                                       seed=1), TINY).run())  # fmt: skip
+    assert max((ta[k] - scratch.transformer.state_dict()[k]).abs().max().item() for k in ta) > 1e-2
+
+    with pytest.raises(ValueError, match="not a saved toy pipeline folder"):
+        PretrainConfig(init_from=str(first / "vae")).validate()
+    with pytest.raises(ValueError, match="leave vae_from empty"):
+        PretrainConfig(init_from=str(first), vae_from=str(first)).validate()
+    wider = replace(TINY, heads=TINY.heads * 2)
+    with pytest.raises(ValueError, match="not this run's architecture"):
+        ToyPretrainer(tiny_training(tmp_path / "wider", init_from=str(first)), wider).run()
+
+
 def test_the_training_command_refuses_bad_settings_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "training.pretrain_toy", "--out", str(tmp_path), "--steps", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
