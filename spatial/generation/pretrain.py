@@ -214,23 +214,22 @@ class ToyPretrainer:
                 raise KeyboardInterrupt("stopped on SIGTERM (checkpoint saved)")
         vae.eval()
 
-    def load_weights(self, folder: str) -> None:
-        """Start from a saved toy pipeline: every trained component's weights and the autoencoder's
-        latent scaling. The architecture must be this run's (`model`), or loading says what differs."""
+    def load_weights(self, folder: str, parts: tuple[str, ...] = ("vae", "transformer", "text_encoder", "text_encoder_2")) -> None:
+        """Start from a saved toy pipeline's weights for `parts` (with the autoencoder comes its latent
+        scaling). The architecture must be this run's (`model`), or loading says what differs."""
         from diffusers import FluxTransformer2DModel
         from transformers import CLIPTextModel, T5EncoderModel
 
-        pipe, root = self.pipe, Path(folder)
-        parts = {"vae": AutoencoderKL, "transformer": FluxTransformer2DModel, "text_encoder": CLIPTextModel,
-                 "text_encoder_2": T5EncoderModel}  # fmt: skip
-        for name, cls in parts.items():
-            saved = cls.from_pretrained(root / name)
+        classes = {"vae": AutoencoderKL, "transformer": FluxTransformer2DModel, "text_encoder": CLIPTextModel,
+                   "text_encoder_2": T5EncoderModel}  # fmt: skip
+        for name in parts:
+            saved = classes[name].from_pretrained(Path(folder) / name)
             try:
-                getattr(pipe, name).load_state_dict(saved.state_dict())
+                getattr(self.pipe, name).load_state_dict(saved.state_dict())
             except RuntimeError as e:
-                raise ValueError(f"init_from {folder}: its {name} is not this run's architecture ({str(e).splitlines()[0]})") from None
-        saved_vae = AutoencoderKL.load_config(root / "vae")
-        pipe.vae.register_to_config(shift_factor=saved_vae["shift_factor"], scaling_factor=saved_vae["scaling_factor"])
+                raise ValueError(f"{folder}: its {name} is not this run's architecture ({str(e).splitlines()[0]})") from None
+            if name == "vae":
+                self.pipe.vae.register_to_config(shift_factor=saved.config.shift_factor, scaling_factor=saved.config.scaling_factor)
 
     @torch.no_grad()
     def encode_all(self, images: torch.Tensor, fit_scaling: bool = True) -> torch.Tensor:
@@ -425,13 +424,14 @@ class ToyPretrainer:
         restore_sigterm = stop_on_sigterm(self)
         try:
             t0 = time.perf_counter()
-            world = training_world(c)
-            images, prompts, boxes = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
+            # Saved weights first: a folder that does not fit is refused before any rendering.
             if c.init_from:
                 self.load_weights(c.init_from)
             elif c.vae_from:
-                self.pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(Path(c.vae_from) / "vae").state_dict())
-            else:
+                self.load_weights(c.vae_from, ("vae",))
+            world = training_world(c)
+            images, prompts, boxes = render_dataset(c.examples, c.data_seed, self.model_config.image_size, world)
+            if not (c.init_from or c.vae_from):
                 self.train_vae(images)
             t1 = time.perf_counter()
             latents = self.encode_all(images, fit_scaling=not c.init_from)
