@@ -179,6 +179,16 @@ def test_choosing_the_flux_dev_preset_refills_the_grpo_form_with_its_values():
     assert form.build(form.values_for(PRESETS["flux-dev"])) == GRPOConfig(**PRESETS["flux-dev"])
 
 
+def test_training_form_labels_spell_acronyms_the_way_the_field_means_them():
+    from spatial.rl.config import PRESETS, GRPOConfig
+    from ui.forms import DataclassForm
+    from ui.train import GRPO_FIELDS
+
+    form = DataclassForm(GRPOConfig, GRPO_FIELDS, defaults=PRESETS["toy"])
+    labels = {f.name: c.label for f, c in zip(form.fields, form.components)}
+    assert (labels["sde_window"], labels["lora_rank"], labels["learning_rate"]) == ("SDE window", "LoRA rank", "Learning rate")
+
+
 @pytest.mark.parametrize("field, value", [("learning_rate", math.nan), ("beta", math.inf), ("iterations", math.inf)])
 def test_a_training_form_with_a_number_that_is_not_finite_is_refused_by_field(field, value):
     from spatial.rl.config import PRESETS, GRPOConfig

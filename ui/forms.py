@@ -11,8 +11,15 @@ import gradio as gr
 from spatial.cli import _base_type, coerce, field_docs
 
 
+# Field-name words that read as acronyms or brand spellings in a label.
+_SPELLINGS = {"sde": "SDE", "lora": "LoRA", "kl": "KL", "ema": "EMA", "nfe": "NFE", "vae": "VAE", "gpu": "GPU",
+              "lr": "LR", "id": "ID", "hub": "Hub", "bf16": "bf16", "fp32": "fp32"}
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    """`sde_window` -> "SDE window", `lora_rank` -> "LoRA rank", `top_k` -> "Top k"."""
+    words = [_SPELLINGS.get(w, w) for w in name.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 def component_for(cls, field: dataclasses.Field, value, elem_id: str | None = None,
