@@ -201,7 +201,7 @@ def test_a_training_form_with_a_number_that_is_not_finite_is_refused_by_field(fi
         form.build(list({**values, field: value}.values()))
 
 
-def test_the_oracle_verdict_lists_objects_the_prompt_did_not_ask_for():
+def test_the_oracle_verdict_lists_objects_the_prompt_did_not_ask_for_and_says_when_one_is_a_second_copy():
     from spatial.world import Scene, SceneObject, render
 
     named = (SceneObject("red", "circle", 0.25, 0.5, 0.2), SceneObject("blue", "square", 0.75, 0.5, 0.2))
@@ -209,4 +209,7 @@ def test_the_oracle_verdict_lists_objects_the_prompt_did_not_ask_for():
     clean = judge_image("a red circle left of a blue square", render(Scene(named, (240, 240, 240)), 64))
     cluttered = judge_image("a red circle left of a blue square", render(Scene(named + (extra,), (240, 240, 240)), 64))
     assert "Oracle: satisfied" in clean and "not asked for" not in clean
-    assert "Oracle: satisfied" in cluttered and "not asked for: yellow triangle" in cluttered
+    assert "Oracle: satisfied" in cluttered and "not asked for: a yellow triangle" in cluttered
+    copy = SceneObject("red", "circle", 0.5, 0.85, 0.2)
+    doubled = judge_image("a red circle left of a blue square", render(Scene(named + (copy,), (240, 240, 240)), 64))
+    assert "not asked for: another red circle" in doubled

@@ -19,6 +19,15 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
 CSS = """
 .spatial-header h1 { margin-bottom: 0; }
 .spatial-header p { margin-top: 4px; opacity: 0.8; }
+/* Gradio 6 lets the slider's images grow to 500 px whatever the component's height, so they are
+   cropped; and it shows an image smaller than its frame at its own size (a 32 px image is a speck). */
+.gradio-container .slider-wrap img.preview { height: 100%; max-height: 100%; }
+.gradio-container .image-container .image-frame img { object-fit: contain; }
+"""
+# The toy FLUX draws 32 px images shown at ~360 px: scaled up smoothly they blur into the background, so
+# its images are shown as pixels. Not for full-size presets, whose images are scaled *down*.
+PIXEL_CSS = """
+.gradio-container img { image-rendering: pixelated; }
 """
 MAX_UPLOAD = "25mb"
 QUEUE_SIZE = 64  # waiting requests beyond this get "the queue is full" instead of piling up
@@ -69,7 +78,7 @@ def launch_kwargs(settings: AppSettings) -> dict:
         "server_port": settings.server_port,
         "share": settings.share,  # explicit: Gradio would otherwise decide on its own (e.g. in Colab)
         "theme": THEME,
-        "css": CSS,
+        "css": CSS + (PIXEL_CSS if settings.preset == "toy" else ""),
         "head": HEAD,
         "show_error": True,
         "max_file_size": MAX_UPLOAD,  # a bigger upload is refused by the server before any handler runs

@@ -1,5 +1,5 @@
 """Compare checkpoints (researchers): prompts x checkpoints with fixed seeds, mean SpatialScore and
-win rate against the base per checkpoint, exported as an image grid and a CSV."""
+win rate against the base per checkpoint, exported as an image grid, a CSV per checkpoint and one per image."""
 
 from __future__ import annotations
 
@@ -29,14 +29,28 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def grid_image(images: list[list[Image.Image]], columns: list[str], cell: int = 128) -> Image.Image:
-    rows = len(images)
-    grid = Image.new("RGB", (cell * len(columns), 18 + cell * rows), "white")
+SATISFIED, MISSED = (46, 158, 68), (211, 51, 51)
+
+
+def grid_image(images: list[list[Image.Image]], columns: list[str], row_labels: list[str] | None = None,
+               satisfied: list[list[bool | None]] | None = None, cell: int = 128) -> Image.Image:  # fmt: skip
+    """Rows x checkpoints; a green frame where the oracle says every relation holds, red where not."""
+    rows, head, left, pad = len(images), 18, 96 if row_labels else 0, 3
+    grid = Image.new("RGB", (left + cell * len(columns), head + cell * rows), "white")
     draw = ImageDraw.Draw(grid)
+    for r, label in enumerate(row_labels or []):
+        draw.text((4, head + r * cell + cell // 2 - 12), label, fill="black")
     for c, name in enumerate(columns):
-        draw.text((c * cell + 4, 3), name[:20], fill="black")
+        x = left + c * cell
+        draw.text((x + 4, 3), name[:20], fill="black")
         for r in range(rows):
-            grid.paste(images[r][c].resize((cell, cell), Image.Resampling.NEAREST), (c * cell, 18 + r * cell))
+            y = head + r * cell
+            verdict = satisfied[r][c] if satisfied else None
+            if verdict is not None:
+                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=SATISFIED if verdict else MISSED)
+            inner = cell - 2 * pad if verdict is not None else cell
+            offset = pad if verdict is not None else 0
+            grid.paste(images[r][c].resize((inner, inner), Image.Resampling.NEAREST), (x + offset, y + offset))
     return grid
 
 
@@ -80,22 +94,32 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     for ckpt in columns:
         mu = scorer.score([p for p, _ in jobs], images[ckpt]).mu if scorer is not None else np.full(len(jobs), np.nan)
         scores[ckpt] = np.asarray(mu)
+    held, per_image = {}, []
     for ckpt in columns:
         try:
             verdicts = [check(im, p) for (p, _), im in zip(jobs, images[ckpt])]
-            acc = float(np.mean([v.satisfied for v in verdicts]))
+            held[ckpt] = [v.satisfied for v in verdicts]
+            acc = float(np.mean(held[ckpt]))
             extras = float(np.mean([len(v.extras) for v in verdicts]))  # clutter: the reward hack accuracy misses
         except PromptError:
-            acc = extras = float("nan")
+            verdicts, held[ckpt], acc, extras = [None] * len(jobs), [None] * len(jobs), float("nan"), float("nan")
+        for i, ((p, s), v) in enumerate(zip(jobs, verdicts)):
+            per_image.append({"prompt": p, "seed": s, "checkpoint": ckpt, "spatialscore": float(scores[ckpt][i]),
+                              "oracle_satisfied": None if v is None else v.satisfied,
+                              "unrequested_objects": None if v is None else len(v.extras)})  # fmt: skip
         win = float(np.mean(scores[ckpt] > scores["base"])) if ckpt != "base" else float("nan")
         table.append({"checkpoint": ckpt, "mean_spatialscore": float(np.nanmean(scores[ckpt])) if scorer else None,
                       "win_rate_vs_base": win, "oracle_accuracy": acc, "unrequested_objects": extras, "images": len(jobs)})  # fmt: skip
     df = pd.DataFrame(table)
     out = Path(tempfile.mkdtemp(prefix="compare-"))
-    grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], columns)
+    index = {p: n + 1 for n, p in enumerate(dict.fromkeys(prompts))}
+    grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], columns,
+                      [f"prompt {index[p]}\nseed {s}" for p, s in jobs],
+                      [[held[c][i] for c in columns] for i in range(len(jobs))])  # fmt: skip
     grid.save(out / "grid.png")
-    df.to_csv(out / "comparison.csv", index=False)
-    return grid, df, [str(out / "grid.png"), str(out / "comparison.csv")]
+    df.to_csv(out / "comparison.csv", index=False)  # full precision in the exports, 3 decimals on screen
+    pd.DataFrame(per_image).to_csv(out / "images.csv", index=False)
+    return grid, df.round(3), [str(out / "grid.png"), str(out / "comparison.csv"), str(out / "images.csv")]
 
 
 def build_compare_tab(ctx: AppContext) -> None:
@@ -112,7 +136,7 @@ def build_compare_tab(ctx: AppContext) -> None:
             refresh = gr.Button("Refresh checkpoint list")
             go = gr.Button("Compare", variant="primary")
         with gr.Column(scale=3):
-            grid = gr.Image(label="Grid (rows: prompt x seed; columns: checkpoints)", type="pil")
+            grid = gr.Image(label="Grid (rows: prompt x seed; columns: checkpoints; frame: oracle verdict)", type="pil")
             table = gr.Dataframe(label="Per checkpoint", interactive=False)
             files = gr.File(label="Export", file_count="multiple")
     go.click(lambda *a: run_comparison(ctx, *a), [prompts, seeds, checkpoints, steps, size], [grid, table, files],

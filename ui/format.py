@@ -15,5 +15,8 @@ def verdict_markdown(result: CheckResult) -> str:
     for r in result.relations:
         lines.append(f"- {_MARK[r['verdict']]} {r['subject']} *{r['relation']}* {r['object']}")
     if result.extras:  # not a failure (scenes may hold distractors), but worth seeing: RL can learn to add clutter
-        lines.append(f"- not asked for: {', '.join(e['name'] for e in result.extras)}")
+        named = {o["name"] for o in result.objects}
+        extras = [f"another {e['name']}" if e["name"] in named else f"{'an' if e['name'][0] in 'aeiou' else 'a'} {e['name']}"
+                  for e in result.extras]  # fmt: skip
+        lines.append(f"- not asked for: {', '.join(extras)}")
     return "\n".join(lines)

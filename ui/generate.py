@@ -160,7 +160,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
             prompt = gr.Textbox(label="Prompt", value=HARD_PROMPTS[0], lines=2, max_length=MAX_PROMPT, elem_id="generate-prompt")
             gr.Examples([[p] for p in HARD_PROMPTS + sample_prompts(4, 77)], inputs=prompt, label="Examples")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="generate-seed")
                 steps = gr.Slider(1, 50, value=ctx.generation.config.steps, step=1, label="Steps")
             with gr.Row():
                 guidance = gr.Slider(0.0, 10.0, value=ctx.generation.config.guidance, step=0.5, label="Guidance")

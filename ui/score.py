@@ -92,7 +92,7 @@ def build_score_tab(ctx: AppContext) -> None:
                         elem_id="score-prompt")
     with gr.Row():
         a = gr.Image(label="Image A", type="filepath", height=280, elem_id="score-image-a")
-        b = gr.Image(label="Image B (optional)", type="filepath", height=280)
+        b = gr.Image(label="Image B (optional)", type="filepath", height=280, elem_id="score-image-b")
     with gr.Row():
         # Custom values pass the component so runs finished after page load work over the API;
         # resolve_scorer is the allow-list.

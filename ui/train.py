@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -39,9 +40,22 @@ def job_table(ctx: AppContext, profile) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
+# Metrics drawn in the Train tab, each in one colour whichever job is shown.
+CURVE_COLOURS = {"loss": "#4f46e5", "reward_mean": "#f59e0b", "accuracy": "#10b981", "kl": "#ef4444",
+                 "eval_accuracy": "#0ea5e9", "eval_reward": "#a855f7"}
+
+
+def _iteration_label(folder: str) -> str:
+    """`iter-00120` -> "it 120" (short enough for a gallery caption); other names as they are."""
+    m = re.fullmatch(r"iter-0*(\d+)", folder)
+    return f"it {m.group(1)}" if m else folder
+
+
 def job_detail(ctx: AppContext, job_id: str | None, profile):
     """Status line, progress, log tail, metrics curve and evaluation images of one job."""
-    empty = ("", None, "", pd.DataFrame({"step": [], "value": [], "metric": []}), [])
+    # No curves is None, not an empty frame: a LinePlot whose first value is an empty frame never draws
+    # its lines afterwards (Gradio 6.31: the colour scale is built from that first, empty, value).
+    empty = ("", None, "", None, [])
     if not job_id:
         return empty
     actor = ctx.actor(profile)
@@ -55,12 +69,12 @@ def job_detail(ctx: AppContext, job_id: str | None, profile):
         status += " · finishing its step and saving a checkpoint; press Cancel again to stop it at once"
     long = []
     for row in ctx.jobs.metrics(job_id, actor):
-        for key in ("loss", "reward_mean", "accuracy", "kl", "eval_accuracy", "eval_reward"):
+        for key in CURVE_COLOURS:
             if key in row and "step" in row:
                 long.append({"step": row["step"], "value": float(row[key]), "metric": key})
-    curves = pd.DataFrame(long or {"step": [], "value": [], "metric": []})
+    curves = pd.DataFrame(long) if long else None
     images = sorted(Path(job.run_dir).glob("eval/*/*.png"))[-12:]
-    gallery = [(str(path), f"{path.parent.name}: {path.stem}") for path in images]
+    gallery = [(str(path), f"{_iteration_label(path.parent.name)} · {path.stem}") for path in images]
     return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), curves, gallery
 
 
@@ -124,8 +138,8 @@ def build_train_tab(ctx: AppContext) -> None:
             with gr.Row():
                 cancel = gr.Button("Cancel", variant="stop")
                 resume = gr.Button("Resume")
-            curves = gr.LinePlot(x="step", y="value", color="metric", label="Curves", height=260)
-            evals = gr.Gallery(label="Evaluation images over steps", columns=6, height=220)
+            curves = gr.LinePlot(x="step", y="value", color="metric", color_map=CURVE_COLOURS, label="Curves", height=300)
+            evals = gr.Gallery(label="Evaluation images over steps", columns=4, height=300, object_fit="contain")
             log = gr.Textbox(label="Log (tail)", lines=12, max_lines=12, autoscroll=True)
     timer = gr.Timer(2.0)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Screenshots of each tab go to a temporary folder; SPATIAL_SCREENSHOTS=docs/screenshots refreshes the
-# README's (a test run with the tiny random model would otherwise overwrite them with noise).
+# Screenshots of each tab go to a temporary folder (SPATIAL_SCREENSHOTS picks another). They show the tiny
+# random FLUX's noise; docs/screenshots comes from bench/app_screenshots.py, on the bundled models.
 SCREENSHOTS = Path(os.environ.get("SPATIAL_SCREENSHOTS", Path(tempfile.gettempdir()) / "spatial-screenshots"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

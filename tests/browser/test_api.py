@@ -1,6 +1,7 @@
 """Every documented API endpoint, called with gradio_client as a script would (README lists them)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -50,7 +51,7 @@ def test_compare_endpoint_returns_a_grid_a_table_and_exports(client):
     assert table["headers"] == ["checkpoint", "mean_spatialscore", "win_rate_vs_base", "oracle_accuracy",
                                 "unrequested_objects", "images"]  # fmt: skip
     assert all(row[4] >= 0 for row in table["data"])  # a count per image, for the prompt the oracle can read
-    assert any(str(f).endswith(".csv") for f in files)
+    assert sorted(Path(str(f)).name for f in files) == ["comparison.csv", "grid.png", "images.csv"]
 
 
 def test_annotation_endpoints_need_a_signed_in_user(client):

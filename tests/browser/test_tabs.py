@@ -73,6 +73,12 @@ def test_start_a_tiny_grpo_job_watch_it_finish_and_pick_its_checkpoint(page, app
         assert "failed" not in status.inner_text(), page.locator("textarea").last.input_value()[-2000:]
         time.sleep(2)
     assert "succeeded" in status.inner_text()
+    # The curves are drawn, in colour (an empty first value once left every line without a stroke).
+    stroked = "() => [...document.querySelectorAll('.vega-embed g.mark-line path')].filter(p => getComputedStyle(p).stroke !== 'none').length"
+    deadline = time.time() + 30
+    while time.time() < deadline and not page.evaluate(stroked):
+        time.sleep(1)
+    assert page.evaluate(stroked) > 0
     screenshot(page, "train")
     page.get_by_role("tab", name="Generate").click()
     page.get_by_role("button", name="↻").click()
