@@ -23,6 +23,9 @@ CSS = """
    cropped; and it shows an image smaller than its frame at its own size (a 32 px image is a speck). */
 .gradio-container .slider-wrap img.preview { height: 100%; max-height: 100%; }
 .gradio-container .image-container .image-frame img { object-fit: contain; }
+/* A LinePlot's block is as tall as its chart, so the legend under the chart is cut off. */
+#train-curves { height: auto !important; }
+#train-curves .vega-embed { height: 300px !important; }
 """
 # The toy FLUX draws 32 px images shown at ~360 px: scaled up smoothly they blur into the background, so
 # its images are shown as pixels. Not for full-size presets, whose images are scaled *down*.

@@ -138,7 +138,8 @@ def build_train_tab(ctx: AppContext) -> None:
             with gr.Row():
                 cancel = gr.Button("Cancel", variant="stop")
                 resume = gr.Button("Resume")
-            curves = gr.LinePlot(x="step", y="value", color="metric", color_map=CURVE_COLOURS, label="Curves", height=300)
+            curves = gr.LinePlot(x="step", y="value", color="metric", color_map=CURVE_COLOURS, label="Curves", height=300,
+                                 elem_id="train-curves")  # fmt: skip
             evals = gr.Gallery(label="Evaluation images over steps", columns=4, height=300, object_fit="contain")
             log = gr.Textbox(label="Log (tail)", lines=12, max_lines=12, autoscroll=True)
     timer = gr.Timer(2.0)

@@ -75,7 +75,7 @@ def load_pipeline(config: GenerationConfig) -> FluxPipeline:
                                     f"(model_index.json missing). {_how_to_supply(config)}")  # fmt: skip
     try:
         pipe = FluxPipeline.from_pretrained(str(Path(source).expanduser()) if _looks_local(source) else source,
-                                            torch_dtype=dtype, local_files_only=config.local_files_only,
+                                            dtype=dtype, local_files_only=config.local_files_only,
                                             cache_dir=config.cache_dir)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - network, auth, cache and format errors all mean "unavailable"
         raise ModelUnavailableError(f"Could not load {what} from {source!r} ({_reason(e)}). "
