@@ -213,3 +213,19 @@ def test_the_oracle_verdict_lists_objects_the_prompt_did_not_ask_for_and_says_wh
     copy = SceneObject("red", "circle", 0.5, 0.85, 0.2)
     doubled = judge_image("a red circle left of a blue square", render(Scene(named + (copy,), (240, 240, 240)), 64))
     assert "not asked for: another red circle" in doubled
+
+
+def test_a_point_scorer_is_shown_without_a_spread_and_a_gaussian_one_with_it(ctx, monkeypatch):
+    from spatial.world import render
+    from spatial.world.grammar import parse_prompt
+    from spatial.world.sampler import scene_for
+    from ui.generate import score_lines
+
+    prompt = "a red circle left of a blue square"
+    image = render(scene_for(parse_prompt(prompt)), 64)
+    monkeypatch.setenv("SPATIAL_SCORER", "oracle")
+    (oracle,) = score_lines(ctx, prompt, [image])
+    assert oracle.startswith("**Oracle score 1.000**")  # no "± 0.000": the oracle has no uncertainty
+    monkeypatch.setenv("SPATIAL_SCORER", "spatialscore")  # the bundled toy SpatialScore
+    (gaussian,) = score_lines(ctx, prompt, [image])
+    assert gaussian.startswith("**SpatialScore ") and "±" in gaussian.splitlines()[0]

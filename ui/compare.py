@@ -136,7 +136,9 @@ def build_compare_tab(ctx: AppContext) -> None:
             refresh = gr.Button("Refresh checkpoint list")
             go = gr.Button("Compare", variant="primary")
         with gr.Column(scale=3):
-            grid = gr.Image(label="Grid (rows: prompt x seed; columns: checkpoints; frame: oracle verdict)", type="pil")
+            gr.Markdown("Rows: prompt x seed; columns: checkpoints; a green or red frame: the oracle's verdict.")
+            # No label: it would sit on the grid's column names.
+            grid = gr.Image(label="Grid", show_label=False, type="pil")
             table = gr.Dataframe(label="Per checkpoint", interactive=False)
             files = gr.File(label="Export", file_count="multiple")
     go.click(lambda *a: run_comparison(ctx, *a), [prompts, seeds, checkpoints, steps, size], [grid, table, files],

@@ -91,7 +91,9 @@ def score_lines(ctx: AppContext, prompt: str, images: list) -> list[str]:
     label = scorer_label(scorer)
     blocks = []
     for i, image in enumerate(images):
-        head = (f"**{label} {scores.mu[i]:.3f} ± {scores.sigma[i]:.3f}**" if scores is not None else note)
+        # The oracle and the judge give a point score: a "± 0.000" would read as a measured certainty.
+        spread = f" ± {scores.sigma[i]:.3f}" if scores is not None and scores.sigma[i] > 0 else ""
+        head = f"**{label} {scores.mu[i]:.3f}{spread}**" if scores is not None else note
         body = verdict_markdown(check(image, spec)) if spec is not None else "_Oracle: prompt outside the toy world._"
         blocks.append(head + "\n\n" + body)
     return blocks
