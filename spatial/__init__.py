@@ -3,12 +3,19 @@
 import logging
 
 
-class _NoTorchvisionFallbackNote(logging.Filter):
-    # diffusers imports CLIP's and SigLIP's image processors, which without torchvision (not needed
-    # here: the CPU wheel ships without it) fall back to their PIL versions with a warning in every
-    # app and job log. The fallback is what this project uses; the warning only adds noise.
+class _DropNote(logging.Filter):
+    """Drops one known, harmless library warning that would otherwise fill every app and job log."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed)" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
-logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNote())
+# diffusers imports CLIP's and SigLIP's image processors, which without torchvision (the CPU wheel
+# does without it) fall back to their PIL versions: the versions this project uses.
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropNote("requires torchvision (not installed)"))
+# Every RL LoRA here trains the transformer only, so each load finds no keys for the CLIP text encoder.
+logging.getLogger("diffusers.loaders.lora_base").addFilter(_DropNote("No LoRA keys associated to CLIPTextModel"))
