@@ -35,7 +35,7 @@ SATISFIED, MISSED = (46, 158, 68), (211, 51, 51)
 def grid_image(images: list[list[Image.Image]], columns: list[str], row_labels: list[str] | None = None,
                satisfied: list[list[bool | None]] | None = None, cell: int = 128) -> Image.Image:  # fmt: skip
     """Rows x checkpoints; a green frame where the oracle says every relation holds, red where not."""
-    rows, head, left, pad = len(images), 18, 96 if row_labels else 0, 3
+    rows, head, left = len(images), 18, 96 if row_labels else 0
     grid = Image.new("RGB", (left + cell * len(columns), head + cell * rows), "white")
     draw = ImageDraw.Draw(grid)
     for r, label in enumerate(row_labels or []):
@@ -46,11 +46,11 @@ def grid_image(images: list[list[Image.Image]], columns: list[str], row_labels: 
         for r in range(rows):
             y = head + r * cell
             verdict = satisfied[r][c] if satisfied else None
-            if verdict is not None:
+            frame = 0 if verdict is None else 3
+            if frame:
                 draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=SATISFIED if verdict else MISSED)
-            inner = cell - 2 * pad if verdict is not None else cell
-            offset = pad if verdict is not None else 0
-            grid.paste(images[r][c].resize((inner, inner), Image.Resampling.NEAREST), (x + offset, y + offset))
+            inner = cell - 2 * frame
+            grid.paste(images[r][c].resize((inner, inner), Image.Resampling.NEAREST), (x + frame, y + frame))
     return grid
 
 

@@ -13,7 +13,7 @@ from spatial.cli import _base_type, coerce, field_docs
 
 # Field-name words that read as acronyms or brand spellings in a label.
 _SPELLINGS = {"sde": "SDE", "lora": "LoRA", "kl": "KL", "ema": "EMA", "nfe": "NFE", "vae": "VAE", "gpu": "GPU",
-              "lr": "LR", "id": "ID", "hub": "Hub", "bf16": "bf16", "fp32": "fp32"}
+              "lr": "LR", "id": "ID", "hub": "Hub"}
 
 
 def _label(name: str) -> str:

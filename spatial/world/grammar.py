@@ -17,10 +17,13 @@ class PromptError(ValueError):
     """A prompt that SpatialWorld cannot read. The message is one line, fit for a user."""
 
 
+def indefinite_article(word: str) -> str:
+    """"an" before the colours that start with a vowel sound ("an orange"), else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _article(colour: str, first: bool) -> str:
-    if not first:
-        return "the"
-    return "an" if colour[0] in "aeiou" else "a"
+    return indefinite_article(colour) if first else "the"
 
 
 def format_prompt(spec: PromptSpec, rng: random.Random | None = None) -> str:
