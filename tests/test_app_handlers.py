@@ -229,3 +229,17 @@ def test_a_point_scorer_is_shown_without_a_spread_and_a_gaussian_one_with_it(ctx
     monkeypatch.setenv("SPATIAL_SCORER", "spatialscore")  # the bundled toy SpatialScore
     (gaussian,) = score_lines(ctx, prompt, [image])
     assert gaussian.startswith("**SpatialScore ") and "±" in gaussian.splitlines()[0]
+
+
+def test_each_curve_scale_gets_its_own_plot_and_a_plot_without_points_is_hidden():
+    from ui.train import curve_frames
+
+    grpo = [{"step": 1, "reward_mean": -5.0, "kl": 1e-4, "loss": 0.02}, {"step": 2, "reward_mean": -4.0, "kl": 2e-4,
+            "loss": 0.01, "eval_accuracy": 0.5, "eval_reward": -3.5}]  # fmt: skip
+    frames = curve_frames(grpo)
+    assert sorted(frames["reward"]["metric"].unique()) == ["eval_reward", "reward_mean"]
+    assert list(frames["kl"]["value"]) == [1e-4, 2e-4]  # on its own axis, not flattened under the reward
+    assert list(frames["accuracy"]["step"]) == [2]
+    reward_training = curve_frames([{"step": 1, "loss": 0.7, "accuracy": 0.5, "sigma": 1.0}])
+    assert reward_training["reward"] is None and reward_training["kl"] is None
+    assert list(reward_training["accuracy"]["value"]) == [0.5]

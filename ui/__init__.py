@@ -24,8 +24,8 @@ CSS = """
 .gradio-container .slider-wrap img.preview { height: 100%; max-height: 100%; }
 .gradio-container .image-container .image-frame img { object-fit: contain; }
 /* A LinePlot's block is as tall as its chart, so the legend under the chart is cut off. */
-#train-curves { height: auto !important; }
-#train-curves .vega-embed { height: 300px !important; }
+.train-curve { height: auto !important; }
+.train-curve .vega-embed { height: 220px !important; }
 """
 # The toy FLUX draws 32 px images shown at ~360 px: scaled up smoothly they blur into the background, so
 # its images are shown as pixels. Not for full-size presets, whose images are scaled *down*.

@@ -40,9 +40,14 @@ def job_table(ctx: AppContext, profile) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
-# Metrics drawn in the Train tab, each in one colour whichever job is shown.
-CURVE_COLOURS = {"loss": "#4f46e5", "reward_mean": "#f59e0b", "accuracy": "#10b981", "kl": "#ef4444",
-                 "eval_accuracy": "#0ea5e9", "eval_reward": "#a855f7"}
+# The Train tab's curves: one plot per scale (a KL of 1e-4 is a flat line on a reward's axis), each
+# metric in one colour whichever job is shown; a plot with none of its metrics in a job is hidden.
+CURVE_PANELS = {
+    "reward": ("Reward", {"reward_mean": "#f59e0b", "eval_reward": "#a855f7"}),
+    "accuracy": ("Accuracy", {"accuracy": "#10b981", "eval_accuracy": "#0ea5e9"}),
+    "loss": ("Loss", {"loss": "#4f46e5"}),
+    "kl": ("KL to the reference", {"kl": "#ef4444"}),
+}
 
 
 def _iteration_label(folder: str) -> str:
@@ -51,11 +56,21 @@ def _iteration_label(folder: str) -> str:
     return f"it {m.group(1)}" if m else folder
 
 
+def curve_frames(rows: list[dict]) -> dict[str, pd.DataFrame | None]:
+    """Metrics rows (metrics.jsonl) -> one long frame (step, value, metric) per panel of CURVE_PANELS.
+    A panel with no points is None, not an empty frame: a LinePlot whose first value is an empty frame
+    never draws its lines afterwards (Gradio 6.31: its colour scale is built from that first value)."""
+    frames = {}
+    for panel, (_, colours) in CURVE_PANELS.items():
+        points = [{"step": row["step"], "value": float(row[key]), "metric": key}
+                  for row in rows if "step" in row for key in colours if row.get(key) is not None]  # fmt: skip
+        frames[panel] = pd.DataFrame(points) if points else None
+    return frames
+
+
 def job_detail(ctx: AppContext, job_id: str | None, profile):
-    """Status line, progress, log tail, metrics curve and evaluation images of one job."""
-    # No curves is None, not an empty frame: a LinePlot whose first value is an empty frame never draws
-    # its lines afterwards (Gradio 6.31: the colour scale is built from that first, empty, value).
-    empty = ("", None, "", None, [])
+    """Status line, progress, log tail, one curve per panel and the evaluation images of one job."""
+    empty = ("", None, "", *(gr.update(value=None, visible=False) for _ in CURVE_PANELS), [])
     if not job_id:
         return empty
     actor = ctx.actor(profile)
@@ -67,15 +82,11 @@ def job_detail(ctx: AppContext, job_id: str | None, profile):
     status = f"**{job.id}** · {job.kind} · **{job.status}**" + (f" · {job.error}" if job.error else "")
     if job.status == "cancelling":
         status += " · finishing its step and saving a checkpoint; press Cancel again to stop it at once"
-    long = []
-    for row in ctx.jobs.metrics(job_id, actor):
-        for key in CURVE_COLOURS:
-            if key in row and "step" in row:
-                long.append({"step": row["step"], "value": float(row[key]), "metric": key})
-    curves = pd.DataFrame(long) if long else None
+    frames = curve_frames(ctx.jobs.metrics(job_id, actor)).values()
+    curves = [gr.update(value=frame, visible=frame is not None) for frame in frames]
     images = sorted(Path(job.run_dir).glob("eval/*/*.png"))[-12:]
     gallery = [(str(path), f"{_iteration_label(path.parent.name)} · {path.stem}") for path in images]
-    return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), curves, gallery
+    return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), *curves, gallery
 
 
 def send_to_hub_jobs(ctx: AppContext, profile, kind: str, trainer: DataclassForm, hub: DataclassForm, values: list,
@@ -138,9 +149,11 @@ def build_train_tab(ctx: AppContext) -> None:
             with gr.Row():
                 cancel = gr.Button("Cancel", variant="stop")
                 resume = gr.Button("Resume")
-            curves = gr.LinePlot(x="step", y="value", color="metric", color_map=CURVE_COLOURS, label="Curves", height=300,
-                                 elem_id="train-curves")  # fmt: skip
-            evals = gr.Gallery(label="Evaluation images over steps", columns=4, height=300, object_fit="contain")
+            with gr.Row(equal_height=True, elem_id="train-curves"):
+                curves = [gr.LinePlot(x="step", y="value", color="metric", color_map=colours, label=label, height=220,
+                                      min_width=240, visible=False, elem_id=f"train-curve-{panel}", elem_classes="train-curve")
+                          for panel, (label, colours) in CURVE_PANELS.items()]  # fmt: skip
+            evals = gr.Gallery(label="Evaluation images over steps", columns=4, height="auto", object_fit="contain")
             log = gr.Textbox(label="Log (tail)", lines=12, max_lines=12, autoscroll=True)
     timer = gr.Timer(2.0)
 
@@ -175,7 +188,7 @@ def build_train_tab(ctx: AppContext) -> None:
 
         return handler
 
-    outputs = [jobs, selected, status, progress, log, curves, evals]
+    outputs = [jobs, selected, status, progress, log, *curves, evals]
     start_grpo.click(starter("grpo", grpo), grpo.components, [jobs, selected], api_name="start_grpo",
                      concurrency_limit=1)  # fmt: skip
     start_reward.click(starter("reward", reward), reward.components, [jobs, selected], api_name="start_reward",
