@@ -42,3 +42,17 @@ def trim_jsonl(path: str | Path, keep: Callable[[dict], bool]) -> None:
 def steps_up_to(last: int, key: str = "step") -> Callable[[dict], bool]:
     """A `keep` for trim_jsonl: rows logged at or before step `last`."""
     return lambda row: isinstance(row.get(key), int) and row[key] <= last
+
+
+def check_same_run(saved: dict | None, current: dict, may_change: set[str], where: str | Path) -> None:
+    """Refuse to resume a checkpoint that a run with other settings wrote (an output folder reused for
+    another experiment): the result would be half one run, half the other. `saved` is the config the
+    checkpoint was written under (None for checkpoints from before configs were kept: not checked);
+    `may_change` names the settings a resumed run may set anew (its length, logging, checkpointing)."""
+    if not saved:
+        return
+    changed = sorted(k for k in current if k not in may_change and k in saved and saved[k] != current[k])
+    if changed:
+        detail = "; ".join(f"{k} {saved[k]!r} there, {current[k]!r} now" for k in changed[:4])
+        raise ValueError(f"{where} holds a checkpoint of a run with other settings ({detail}): give this run "
+                         "its own output folder, or remove that run's checkpoints to start over there")

@@ -78,6 +78,22 @@ def test_prob_prefer_is_the_gaussian_comparison_and_is_symmetric():
     assert prob_prefer(1.0, 0.0, 1.0, 0.0).item() == 0.5
 
 
+def test_the_bradley_terry_preference_is_the_mean_sigmoid_of_sampled_scores_and_never_surer_than_the_means():
+    torch.manual_seed(0)
+    for mu_a, sigma_a, mu_b, sigma_b in [(0.85, 0.34, 0.0, 0.34), (2.0, 3.0, -1.0, 5.0), (-0.3, 60.0, 0.2, 40.0)]:
+        diff = mu_a - mu_b + math.hypot(sigma_a, sigma_b) * torch.randn(2_000_000, dtype=torch.float64)
+        p = prob_prefer(mu_a, sigma_a, mu_b, sigma_b, "bradley-terry").item()
+        assert p == pytest.approx(torch.sigmoid(diff).mean().item(), abs=1e-3)
+        assert abs(p - 0.5) <= abs(torch.sigmoid(torch.tensor(mu_a - mu_b)).item() - 0.5)
+        assert p + prob_prefer(mu_b, sigma_b, mu_a, sigma_a, "bradley-terry").item() == pytest.approx(1.0)
+    # The case that made this matter: Thurstone reads a margin of 0.85 at sigma 0.34 as near-certain,
+    # where the likelihood the MC loss trained says 0.69.
+    assert prob_prefer(0.85, 0.34, 0.0, 0.34).item() == pytest.approx(0.961, abs=1e-3)
+    assert prob_prefer(0.85, 0.34, 0.0, 0.34, "bradley-terry").item() == pytest.approx(0.692, abs=1e-3)
+    with pytest.raises(ValueError, match="preference model must be one of"):
+        prob_prefer(1.0, 1.0, 0.0, 1.0, "plackett")
+
+
 def test_the_closed_form_also_shrinks_sigma_on_pairs_it_orders_right_and_grows_it_on_the_others():
     log_sigma = torch.zeros(2, requires_grad=True, dtype=torch.float64)
     bt_closed_loss(t(1.0, -1.0), log_sigma, t(0.0, 0.0), log_sigma.detach()).sum().backward()

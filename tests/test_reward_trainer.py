@@ -223,6 +223,27 @@ def test_fine_tuning_refuses_model_settings_that_differ_from_its_init_from_check
     assert not (tmp_path / "changed").exists()
 
 
+def test_a_checkpoint_another_run_left_in_the_output_folder_is_not_resumed(setup, tmp_path):
+    first = config(setup, tmp_path / "run", steps=4, checkpoint_every=2)
+    RewardTrainer(first, progress=False).run()
+    other = tmp_path / "other-pairs"
+    write_pairs(other, 12, seed=6, size=32, test_fraction=1 / 6)
+    for change in ({"pairs": str(other)}, {"seed": 7}, {"learning_rate": 1e-2}):
+        with pytest.raises(ValueError, match=f"checkpoint of a run with other settings \\({next(iter(change))} "):
+            RewardTrainer(config(setup, tmp_path / "run", steps=6, **change), progress=False).run()
+    # Running it longer is a resume of the same run.
+    out = RewardTrainer(config(setup, tmp_path / "run", steps=6, checkpoint_every=2), progress=False).run()
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_each_loss_saves_the_preference_probability_it_trains(setup, tmp_path):
+    mc = RewardTrainer(config(setup, tmp_path / "mc", steps=1, checkpoint_every=100), progress=False).run()
+    assert SpatialScore.from_pretrained(mc).config.preference == "bradley-terry"
+    closed = RewardTrainer(config(setup, tmp_path / "c", init_from=str(mc), loss="closed", steps=1, checkpoint_every=100),
+                           progress=False).run()  # fmt: skip
+    assert SpatialScore.from_pretrained(closed).config.preference == "thurstone"
+
+
 def test_the_closed_form_loss_trains_too(setup, tmp_path):
     out = RewardTrainer(config(setup, tmp_path / "closed", loss="closed", steps=2, checkpoint_every=100), progress=False).run()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

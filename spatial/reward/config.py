@@ -41,10 +41,17 @@ class SpatialScoreConfig:
     """Also put LoRA on the vision tower's attention and MLP."""
     max_pixels: int = 448 * 448
     """Largest image area fed to the vision tower (the toy processor fixes its own, smaller size)."""
+    preference: str = "bradley-terry"
+    """How P(A preferred over B) is read off two scores: the likelihood the model was trained with.
+    `bradley-terry`: E[sigmoid(s_a - s_b)] (the `mc` loss); `thurstone`: P(s_a > s_b) (the `closed` loss)."""
 
     def validate(self) -> None:
+        from .losses import PREFERENCE_MODELS
+
         if "{prompt}" not in self.instruction:
             raise ValueError("instruction must contain {prompt}")
+        if self.preference not in PREFERENCE_MODELS:
+            raise ValueError(f"preference must be one of {', '.join(PREFERENCE_MODELS)}, got {self.preference!r}")
         if self.lora_rank <= 0:
             raise ValueError("lora_rank must be positive")
 

@@ -1,4 +1,4 @@
-"""Bradley-Terry losses on Gaussian scores, and the closed-form preference probability.
+"""Bradley-Terry losses on Gaussian scores, and the preference probability each of them implies.
 
 SpatialScore predicts a Gaussian score s ~ N(mu, sigma^2) per (prompt, image). For a pair where
 image w is preferred over image l:
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,10 +63,40 @@ def sigma_prior_kl(log_sigma: torch.Tensor, sigma0: float = 1.0) -> torch.Tensor
     return math.log(sigma0) - ls + torch.exp(2 * ls) / (2 * sigma0**2) - 0.5
 
 
-def prob_prefer(mu_a, sigma_a, mu_b, sigma_b):
-    """P(s_a > s_b) = Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2)); a step function at sigma = 0."""
+PREFERENCE_MODELS = ("bradley-terry", "thurstone")
+
+# E[sigmoid(X)], X ~ N(m, s^2), by 64-node quadrature over whichever of the two densities is the wider
+# one (then the other factor is smooth on its scale): Gauss-Hermite over X while s <= 2; beyond, it is
+# P(L < X) for a standard logistic L, i.e. the mean of Phi((m - L) / s), by Gauss-Legendre over L's
+# quantile. Within 1e-4 of a fine grid for s up to 80 (SpatialScore's sigma is at most e^4).
+_GH_NODES, _GH_WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.hermite.hermgauss(64))
+_GL_NODES, _GL_WEIGHTS = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(64))
+_LOGISTIC_QUANTILES = torch.logit((_GL_NODES + 1) / 2)
+
+
+def expected_sigmoid(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """E[sigmoid(X)] for X ~ N(mean, std^2), elementwise (float64)."""
+    m, s = mean[..., None], std[..., None]
+    narrow = (torch.sigmoid(m + math.sqrt(2) * s * _GH_NODES) * _GH_WEIGHTS).sum(-1) / math.sqrt(math.pi)
+    wide = (torch.special.ndtr((m - _LOGISTIC_QUANTILES) / s.clamp_min(1e-12)) * _GL_WEIGHTS).sum(-1) / 2
+    return torch.where(std <= 2, narrow, wide)
+
+
+def prob_prefer(mu_a, sigma_a, mu_b, sigma_b, model: str = "thurstone"):
+    """P(A preferred over B) for Gaussian scores, under the likelihood a model was trained with:
+
+        bradley-terry  E[sigmoid(s_a - s_b)],  s_a - s_b ~ N(mu_a - mu_b, sigma_a^2 + sigma_b^2)  (the MC loss)
+        thurstone      P(s_a > s_b) = Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2))         (the closed form)
+
+    The Bradley-Terry value is never more certain than sigmoid(mu_a - mu_b): the sampled scores' own
+    noise is part of that likelihood. Thurstone at sigma = 0 is a step (1, 0 or 0.5 on a tie), which is
+    how point scorers (oracle, judge) rank."""
+    if model not in PREFERENCE_MODELS:
+        raise ValueError(f"preference model must be one of {', '.join(PREFERENCE_MODELS)}, got {model!r}")
     mu_a, sigma_a, mu_b, sigma_b = (torch.as_tensor(x, dtype=torch.float64) for x in (mu_a, sigma_a, mu_b, sigma_b))
     scale = torch.sqrt(sigma_a**2 + sigma_b**2)
     diff = mu_a - mu_b
+    if model == "bradley-terry":
+        return expected_sigmoid(diff, scale)
     point = torch.where(diff > 0, 1.0, torch.where(diff < 0, 0.0, 0.5)).to(torch.float64)
     return torch.where(scale > 0, torch.special.ndtr(diff / scale.clamp_min(1e-12)), point)

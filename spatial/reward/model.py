@@ -234,6 +234,7 @@ class SpatialScore(nn.Module):
         return ScoreResult(torch.cat(mus).numpy(), torch.cat(sigmas).numpy())
 
     def prob_prefer(self, prompt: str, a, b) -> float:
-        """P(score(prompt, a) > score(prompt, b)) from the two Gaussians, in closed form."""
+        """P(a preferred over b for prompt) from the two Gaussians, under the likelihood this model was
+        trained with (`config.preference`)."""
         r = self.score([prompt, prompt], [a, b])
-        return float(prob_prefer(r.mu[0], r.sigma[0], r.mu[1], r.sigma[1]))
+        return float(prob_prefer(r.mu[0], r.sigma[0], r.mu[1], r.sigma[1], self.config.preference))

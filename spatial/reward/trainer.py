@@ -24,10 +24,16 @@ import torch
 
 from .config import SpatialScoreConfig
 from spatial.cli import require_finite
-from spatial.runlog import steps_up_to, stop_on_sigterm, trim_jsonl
+from spatial.runlog import check_same_run, steps_up_to, stop_on_sigterm, trim_jsonl
 
 from .data import BadRowError, DatasetError, PairRow, ensure_pairs, load_pairs, splits_of
 from .losses import bt_closed_loss, bt_mc_loss, sigma_from_log, sigma_prior_kl
+
+PREFERENCE_BY_LOSS = {"mc": "bradley-terry", "closed": "thurstone"}
+"""The preference probability each loss trains (saved with the model, used by `prob_prefer`)."""
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_pairs", "on_bad_row",
+                     "gradient_checkpointing", "threads", "resume", "output_dir", "checkpoint_dir"}  # fmt: skip
+"""Settings a resumed run may change; any other difference means the checkpoint is another run's."""
 from .model import SpatialScore
 
 
@@ -143,7 +149,8 @@ class RewardTrainingConfig:
 
     def model_config(self) -> SpatialScoreConfig:
         return SpatialScoreConfig(backbone=self.backbone, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
-                                  lora_vision=self.lora_vision, max_pixels=self.max_pixels)  # fmt: skip
+                                  lora_vision=self.lora_vision, max_pixels=self.max_pixels,
+                                  preference=PREFERENCE_BY_LOSS[self.loss])  # fmt: skip
 
 
 def _same_model(name: str, saved: str, checkpoint: Path) -> bool:
@@ -294,7 +301,7 @@ class RewardTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             self.acc.unwrap_model(model).save_pretrained(tmp)
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                        "skipped": sorted(self.skipped)}, tmp / "trainer_state.pt")  # fmt: skip
+                        "skipped": sorted(self.skipped), "config": asdict(self.config)}, tmp / "trainer_state.pt")  # fmt: skip
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)  # a checkpoint appears whole or not at all
             done = sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -325,6 +332,7 @@ class RewardTrainer:
         dtype = torch.float32 if acc.mixed_precision == "no" else None
         if c.init_from:
             model = SpatialScore.from_pretrained(c.init_from, device=acc.device, dtype=dtype, trainable=True)
+            model.config.preference = PREFERENCE_BY_LOSS[c.loss]  # what this run's loss trains
         else:
             model = SpatialScore.from_backbone(c.model_config(), device=acc.device, dtype=dtype)
         # Rows whose prompt writes out a special token fail in `encode` on one rank only (the others
@@ -336,6 +344,8 @@ class RewardTrainer:
             model.vlm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         resume_from = self.latest_checkpoint() if c.resume else None
         if resume_from is not None:
+            state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
+            check_same_run(state.get("config"), asdict(c), RESUMABLE_CHANGES, resume_from)
             self.load_checkpoint(model, resume_from)
         model.train()
         opt = torch.optim.AdamW(model.trainable_parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
@@ -344,7 +354,6 @@ class RewardTrainer:
         model, opt = acc.prepare(model, opt)
         start = 0
         if resume_from is not None:
-            state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start = state["step"]
