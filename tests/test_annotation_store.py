@@ -107,6 +107,32 @@ def test_an_expired_lease_returns_the_slot_to_the_queue(tmp_path):
     assert [r.annotator for r in store.labels()] == ["quick"]
 
 
+def test_a_submit_that_waits_for_the_lock_past_its_lease_is_judged_by_the_time_it_gets_the_lock(tmp_path):
+    clock = Clock()
+    store = store_with(tmp_path, n=1, clock=clock, overlap=1, lease_s=60)
+    held = store.next_pair("slow")
+    clock.t += 59.9  # the click comes in time, but another write holds the store
+    outcome = []
+    with store._lock:
+        waiter = threading.Thread(target=lambda: outcome.append(_try_submit(store, "slow", held)))
+        waiter.start()
+        time.sleep(0.2)
+        clock.t += 0.2  # the lease runs out while it waits; the slot goes to someone else
+        got = store.next_pair("quick")
+    waiter.join()
+    assert got is not None and outcome == ["LeaseExpired"]
+    store.submit("quick", got.pair_id, "right", got.showing_id)
+    assert store.pair(held.pair_id).n_votes == 1  # never more labels than the overlap
+
+
+def _try_submit(store, who, a):
+    try:
+        store.submit(who, a.pair_id, "left", a.showing_id)
+        return "stored"
+    except LeaseExpired:
+        return "LeaseExpired"
+
+
 def test_a_late_label_is_kept_while_its_slot_is_still_free(tmp_path):
     clock = Clock()
     store = store_with(tmp_path, n=1, clock=clock, overlap=1, lease_s=60)

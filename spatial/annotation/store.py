@@ -366,8 +366,8 @@ class AnnotationStore:
         """The pair to show this annotator now, or None when nothing is left for them. While a
         lease runs, asking again returns the same showing (a page reload shows the same pair)."""
         who = self._who(annotator)
-        now = self.clock()
         with self._write() as db:
+            now = self.clock()  # read under the lock: a submit waiting on it must not judge leases by a stale clock
             row = db.execute(
                 "SELECT a.*, p.prompt, p.image_a, p.image_b FROM assignments a JOIN pairs p ON p.id = a.pair_id"
                 " WHERE a.annotator = ? AND a.label_seq IS NULL AND a.lease_until > ?"
@@ -415,8 +415,8 @@ class AnnotationStore:
                 raise InvalidInput(f"the note is {len(note)} characters; the limit is {self.config.max_note_chars}")
         if not isinstance(pair_id, str) or not pair_id:
             raise UnknownPair("no pair id given")
-        now = self.clock()
         with self._write() as db:
+            now = self.clock()  # under the lock, as in next_pair
             if submission_id is not None:
                 old = db.execute("SELECT * FROM labels WHERE submission_id = ?", (submission_id,)).fetchone()
                 if old is not None:
