@@ -183,3 +183,22 @@ def test_reward_training_starts_from_the_exported_pairs(tmp_path, labelled):
     assert train_reward.main(argv) == 0
     trained = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert trained["train_pairs"] == summary.pairs["train"]
+
+
+def test_a_label_on_a_pair_whose_image_file_is_gone_is_exported_without_that_image(tmp_path, labelled):
+    before = export(labelled, tmp_path / "before")
+    lost = next(p for p in labelled.pairs() if labelled.pair(p.id).n_votes == 2 and p.id in _pair_ids(tmp_path / "before"))
+    labelled.image_path(lost.image_a).unlink()
+    summary = export(labelled, tmp_path / "out")  # one lost file does not stop the export
+    cache = tmp_path / "hf-cache"
+    labels = datasets.load_dataset(str(tmp_path / "out"), "labels", cache_dir=str(cache))["train"]
+    assert len(labels) == 60
+    on_lost = [r for r in labels if r["pair_id"] == lost.id]
+    assert on_lost and all((r["left"] is None) == (r["left_image"] == "a") for r in on_lost)
+    pairs = datasets.load_dataset(str(tmp_path / "out"), "pairs", cache_dir=str(cache))
+    assert lost.id not in {r["pair_id"] for split in pairs.values() for r in split}  # cannot train anything
+    assert sum(summary.pairs.values()) == sum(before.pairs.values()) - 1
+
+
+def _pair_ids(folder):
+    return {json.loads(line)["pair_id"] for path in folder.glob("pairs/*/metadata.jsonl") for line in open(path)}

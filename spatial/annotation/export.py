@@ -66,8 +66,9 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def label_row(r: LabelRecord) -> dict:
-    """One raw label as written to the labels subset."""
+def label_row(r: LabelRecord, missing: set[str] | frozenset = frozenset()) -> dict:
+    """One raw label as written to the labels subset. An image whose file is gone from the store
+    (`missing`: its digests) gets a null file name, which `datasets` loads as no image."""
     return {
         "seq": r.seq,
         "submission_id": r.submission_id,
@@ -77,8 +78,8 @@ def label_row(r: LabelRecord) -> dict:
         "label": r.label,
         "verdict": r.verdict,
         "left_image": r.left_image,
-        "left_file_name": f"images/{r.left}.png",
-        "right_file_name": f"images/{r.right}.png",
+        "left_file_name": None if r.left in missing else f"images/{r.left}.png",
+        "right_file_name": None if r.right in missing else f"images/{r.right}.png",
         "image_a": r.image_a,
         "image_b": r.image_b,
         "note": r.note or "",
@@ -98,13 +99,17 @@ def append_labels(store: AnnotationStore, folder: Path, after_seq: int = 0,
     if not labels:
         return after_seq
     (folder / "images").mkdir(parents=True, exist_ok=True)
+    # A label on a pair whose image file has gone (the Annotate tab skips such pairs) is still
+    # written, without that image: one lost file must not hold back every later label.
+    missing = missing_images(store, {d for r in labels for d in (r.left, r.right)})
     for r in labels:
         for digest in (r.left, r.right):
-            _link(store.image_path(digest), folder / "images" / f"{digest}.png")
+            if digest not in missing:
+                _link(store.image_path(digest), folder / "images" / f"{digest}.png")
     with open(folder / "metadata.jsonl", "a") as f:
         size = f.tell()
         try:
-            f.write("".join(json.dumps(label_row(r)) + "\n" for r in labels))
+            f.write("".join(json.dumps(label_row(r, missing)) + "\n" for r in labels))
             f.flush()
             os.fsync(f.fileno())
         except BaseException:
@@ -113,6 +118,11 @@ def append_labels(store: AnnotationStore, folder: Path, after_seq: int = 0,
             f.truncate(size)
             raise
     return labels[-1].seq
+
+
+def missing_images(store: AnnotationStore, digests: set[str]) -> set[str]:
+    """The digests among `digests` whose file is not in the store's image folder."""
+    return {d for d in digests if not store.image_path(d).is_file()}
 
 
 def last_seq_in(labels_root: Path) -> int:
@@ -192,6 +202,9 @@ def write_pairs_subset(store: AnnotationStore, folder: Path, config: ExportConfi
     with no rows are left out). Metadata files are rewritten only when their content changes."""
     labels = store.labels() if labels is None else labels
     resolved, _ = resolve_pairs(labels, config)
+    # A preference pair without both images cannot train anything: it is left out.
+    missing = missing_images(store, {d for p in resolved for d in (p.chosen, p.rejected)})
+    resolved = [p for p in resolved if p.chosen not in missing and p.rejected not in missing]
     # Pairs imported from a source's held-out split stay held out: training on this subset plus that
     # source, then evaluating on its test split, must not have seen them (pair ids are content hashes).
     held_out = {r.id for r in store.pairs() if str(r.meta.get("split", "")).lower() in HELD_OUT_SPLITS}
