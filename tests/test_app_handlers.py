@@ -243,3 +243,34 @@ def test_each_curve_scale_gets_its_own_plot_and_a_plot_without_points_is_hidden(
     reward_training = curve_frames([{"step": 1, "loss": 0.7, "accuracy": 0.5, "sigma": 1.0}])
     assert reward_training["reward"] is None and reward_training["kl"] is None
     assert list(reward_training["accuracy"]["value"]) == [0.5]
+
+
+def test_the_train_tab_shows_evaluation_images_of_runs_kept_outside_the_working_and_temp_directories(ctx, tmp_path,
+                                                                                                   monkeypatch):  # fmt: skip
+    # A Space keeps its runs under /data: neither the working directory nor the temp directory, the
+    # only places Gradio sends files from. The handlers must still show that run's images.
+    import asyncio
+    import tempfile
+
+    from gradio.state_holder import SessionState
+
+    from ui.train import build_train_tab
+
+    job = finished(ctx, "grpo")
+    folder = Path(job.run_dir) / "eval" / "iter-00001"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(folder / "00-seed0.png")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    ctx.actor = lambda profile: ADMIN
+    with gr.Blocks() as demo:
+        build_train_tab(ctx)
+    demo.has_launched = True  # Gradio checks file paths only once launched
+    refresh = next(f for f in demo.fns.values() if any(t[1] == "change" for t in f.targets))
+    session = SessionState(demo)
+    gallery = asyncio.run(demo.process_api(refresh, [job.id, None], state=session))["data"][-2]
+    assert len(gallery) == 1 and gallery[0]["caption"] == "it 1 · 00-seed0"
+    assert Path(gallery[0]["image"]["path"]).is_file()
+    # The next tick, with nothing new, leaves the gallery as it is instead of sending the images again.
+    again = asyncio.run(demo.process_api(refresh, [job.id, None], state=session))["data"][-2]
+    assert again == {"__type__": "update"}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from spatial.hub_jobs import HubJobConfig, HubJobError, run_url, submit
 from spatial.jobs import MANAGED_SETTINGS, JobError, config_to_args
@@ -87,6 +89,32 @@ def job_detail(ctx: AppContext, job_id: str | None, profile):
     images = sorted(Path(job.run_dir).glob("eval/*/*.png"))[-12:]
     gallery = [(str(path), f"{_iteration_label(path.parent.name)} · {path.stem}") for path in images]
     return status, None if p is None else round(100 * p, 1), ctx.jobs.log_tail(job_id, actor), *curves, gallery
+
+
+def image_key(items: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """What identifies a gallery's contents: each file with its modification time."""
+    key = []
+    for path, _ in items:
+        try:
+            key.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            continue
+    return key
+
+
+def gallery_images(items: list[tuple[str, str]]) -> tuple[list[tuple[Image.Image, str]], list[tuple[str, int]]]:
+    """Evaluation images as pixels, not paths (Gradio serves only files under the working or temp
+    directory, or `allowed_paths`, which would expose every file there; on a Space the runs live under
+    /data), and the key of those that loaded: a file a job is still writing is tried again next time."""
+    images, loaded = [], []
+    for path, caption in items:
+        try:
+            with Image.open(path) as im:
+                images.append((im.convert("RGB"), caption))
+            loaded.extend(image_key([(path, caption)]))
+        except (OSError, ValueError):
+            continue
+    return images, loaded
 
 
 def send_to_hub_jobs(ctx: AppContext, profile, kind: str, trainer: DataclassForm, hub: DataclassForm, values: list,
@@ -172,23 +200,31 @@ def build_train_tab(ctx: AppContext) -> None:
 
         return start
 
-    def refresh(job_id, profile: gr.OAuthProfile | None):
+    def refresh(job_id, shown, profile: gr.OAuthProfile | None):
+        """Everything the job panel shows; the gallery only when its files changed since `shown` (the
+        timer ticks every 2 s: re-sending unchanged images would re-encode them each time)."""
         table = job_table(ctx, profile)
-        return (table, gr.update(choices=list(table["id"])), *job_detail(ctx, job_id, profile))
+        *detail, items = job_detail(ctx, job_id, profile)
+        if image_key(items) == shown:
+            gallery, key = gr.skip(), shown
+        else:
+            gallery, key = gallery_images(items)
+        return (table, gr.update(choices=list(table["id"])), *detail, gallery, key)
 
     def act(fn_name):
-        def handler(job_id, profile: gr.OAuthProfile | None):
+        def handler(job_id, shown, profile: gr.OAuthProfile | None):
             if not job_id:
                 raise gr.Error("Pick a job first.")
             try:
                 getattr(ctx.jobs, fn_name)(job_id, ctx.actor(profile))
             except JobError as e:
                 raise gr.Error(str(e)) from None
-            return refresh(job_id, profile)
+            return refresh(job_id, shown, profile)
 
         return handler
 
-    outputs = [jobs, selected, status, progress, log, *curves, evals]
+    shown = gr.State([])  # (path, mtime) of the images in the gallery now
+    outputs = [jobs, selected, status, progress, log, *curves, evals, shown]
     start_grpo.click(starter("grpo", grpo), grpo.components, [jobs, selected], api_name="start_grpo",
                      concurrency_limit=1)  # fmt: skip
     start_reward.click(starter("reward", reward), reward.components, [jobs, selected], api_name="start_reward",
@@ -207,7 +243,7 @@ def build_train_tab(ctx: AppContext) -> None:
     # Choosing a preset refills the form with its values (else a flux-dev run would get the toy's).
     grpo.component("preset").input(lambda p: grpo.values_for(GRPO_PRESETS[p]), grpo.component("preset"),
                                    grpo.components, api_name=False)  # fmt: skip
-    timer.tick(refresh, [selected], outputs, api_name=False, show_progress="hidden")
-    selected.change(refresh, [selected], outputs, api_name=False, show_progress="hidden")
-    cancel.click(act("cancel"), [selected], outputs, api_name="cancel_job")
-    resume.click(act("resume"), [selected], outputs, api_name="resume_job")
+    timer.tick(refresh, [selected, shown], outputs, api_name=False, show_progress="hidden")
+    selected.change(refresh, [selected, shown], outputs, api_name=False, show_progress="hidden")
+    cancel.click(act("cancel"), [selected, shown], outputs, api_name="cancel_job")
+    resume.click(act("resume"), [selected, shown], outputs, api_name="resume_job")
