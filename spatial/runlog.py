@@ -44,15 +44,18 @@ def steps_up_to(last: int, key: str = "step") -> Callable[[dict], bool]:
     return lambda row: isinstance(row.get(key), int) and row[key] <= last
 
 
-def check_same_run(saved: dict | None, current: dict, may_change: set[str], where: str | Path) -> None:
-    """Refuse to resume a checkpoint that a run with other settings wrote (an output folder reused for
-    another experiment): the result would be half one run, half the other. `saved` is the config the
-    checkpoint was written under (None for checkpoints from before configs were kept: not checked);
-    `may_change` names the settings a resumed run may set anew (its length, logging, checkpointing)."""
+def check_same_run(saved: dict | None, current: dict, identity: set[str], where: str | Path) -> list[str]:
+    """Refuse to resume a checkpoint that another run wrote (an output folder reused for another
+    experiment): the result would be half one run, half the other. `identity` names the settings that
+    make a run what it is (data, model, seeds); others (learning rate, length, logging) may change on
+    resume and are returned as `name: old -> new` for a note. `saved` is the config the checkpoint was
+    written under; None (a checkpoint from before configs were kept) is not checked."""
     if not saved:
-        return
-    changed = sorted(k for k in current if k not in may_change and k in saved and saved[k] != current[k])
-    if changed:
-        detail = "; ".join(f"{k} {saved[k]!r} there, {current[k]!r} now" for k in changed[:4])
-        raise ValueError(f"{where} holds a checkpoint of a run with other settings ({detail}): give this run "
-                         "its own output folder, or remove that run's checkpoints to start over there")
+        return []
+    differ = sorted(k for k in current if k in saved and saved[k] != current[k])
+    foreign = [k for k in differ if k in identity]
+    if foreign:
+        detail = "; ".join(f"{k} {saved[k]!r} there, {current[k]!r} now" for k in foreign[:4])
+        raise ValueError(f"{where} is a checkpoint of another run ({detail}): give this run its own output "
+                         "folder, or resume with the settings it was started with")
+    return [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differ]

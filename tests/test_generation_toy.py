@@ -141,6 +141,9 @@ def test_pretraining_writes_a_pipeline_folder_and_resumes_to_the_same_weights(tm
 
     assert logged(resumed) == logged(straight) and ("transformer", 4) in logged(straight)
     assert json.loads((resumed / "pretrain_summary.json").read_text())["config"]["steps"] == 6
+    # Starting over (no resume) in a used folder starts the log over too, instead of appending to it.
+    again = ToyPretrainer(tiny_training(tmp_path / "straight", resume=False), TINY).run()
+    assert logged(again) == logged(resumed)
 
 
 def test_training_noise_levels_follow_the_configured_shift(tmp_path):

@@ -25,6 +25,8 @@ def run(*args):
         (["--reward", "oracle", "--base_model", "/nonexistent/flux"], "no FluxPipeline folder"),
         (["--learning_rate", "abc"], "invalid float"),
         (["--preset", "nope"], "unknown preset"),
+        (["--reward", "oracle", "--reward_model", "assets/toy/spatialscore"], "reward_model applies to reward=spatialscore only"),
+        (["--prompts", "/tmp"], "is a folder; give a text file"),
     ],
 )
 def test_bad_configurations_fail_fast_with_one_line(args, message):
@@ -39,6 +41,23 @@ def test_prompts_the_reward_cannot_judge_are_refused(tmp_path):
     prompts.write_text("a red circle left of a blue square\na zebra above a red circle\n")
     proc = run("--prompts", str(prompts), "--reward", "oracle")
     assert proc.returncode == 2 and "prompt 2" in proc.stderr and "'zebra'" in proc.stderr
+
+
+def test_a_prompt_file_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_bytes("a red circle left of a blue square\n".encode("utf-16"))
+    proc = run("--prompts", str(prompts), "--reward", "oracle")
+    assert proc.returncode == 2 and "is not UTF-8 text" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_output_dir_that_holds_another_run_is_refused_before_anything_loads(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint-4").mkdir(parents=True)
+    (out / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"iteration": 4, "config": {"seed": 0}}))
+    proc = run("--reward", "oracle", "--output_dir", str(out))
+    assert proc.returncode == 2 and "already holds a run (checkpoint-4)" in proc.stderr
+    proc = run("--reward", "oracle", "--output_dir", str(out), "--resume", "true", "--seed", "7")
+    assert proc.returncode == 2 and "checkpoint of another run (seed 0 there, 7 now)" in proc.stderr
 
 
 @pytest.mark.slow

@@ -215,3 +215,20 @@ def test_the_trained_steps_are_the_first_fraction_of_the_sampling_steps_without_
 def test_bad_configurations_are_refused_before_any_compute(bad):
     with pytest.raises(ValueError):
         GRPOConfig(**bad).validate()
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run_and_a_resume_without_checkpoint_starts_its_log_over(tmp_path):
+    first, _ = make(tmp_path, iterations=1)
+    first.train()
+    again, _ = make(tmp_path, iterations=1, seed=7)
+    with pytest.raises(ValueError, match="already holds a run"):
+        again.train()
+    with pytest.raises(ValueError, match=r"checkpoint of another run \(seed 0 there, 7 now\)"):
+        make(tmp_path, iterations=2, seed=7, resume=True)[0].train()
+    # A run stopped before its first checkpoint left a logged row: resuming it redoes that step once.
+    out = tmp_path / "early" / "run"
+    out.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "step": 1, "reward_mean": 9.0}) + "\n")
+    make(tmp_path / "early", iterations=2, resume=True)[0].train()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2] and rows[0]["reward_mean"] != 9.0

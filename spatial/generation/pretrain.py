@@ -417,9 +417,10 @@ class ToyPretrainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.ckpt.mkdir(exist_ok=True)
-            if not c.resume:
+            if not c.resume:  # starting over: the old run's checkpoints and log go
                 for p in self.ckpt.glob("*.pt"):
                     p.unlink()
+                self.log_path.unlink(missing_ok=True)
         self.acc.wait_for_everyone()
         restore_sigterm = stop_on_sigterm(self)
         try:
@@ -476,7 +477,7 @@ class ToyPretrainer:
         if ema and state["ema"]:
             for e, sd in zip(ema, state["ema"]):
                 e.load_state_dict(sd)
-        self.gen.set_state(state["gen"])
+        self.gen.set_state(state["gen"].cpu())  # a CPU generator; map_location moved its state to the device
         if self.main:  # the steps after the checkpoint are redone: drop what they logged
             stages = {"vae": ("vae",), "transformer": ("transformer", "probe")}[name]
             trim_jsonl(self.log_path, lambda r: r.get("stage") not in stages or r.get("step", 0) <= state["step"])

@@ -31,9 +31,9 @@ from .losses import bt_closed_loss, bt_mc_loss, sigma_from_log, sigma_prior_kl
 
 PREFERENCE_BY_LOSS = {"mc": "bradley-terry", "closed": "thurstone"}
 """The preference probability each loss trains (saved with the model, used by `prob_prefer`)."""
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_pairs", "on_bad_row",
-                     "gradient_checkpointing", "threads", "resume", "output_dir", "checkpoint_dir"}  # fmt: skip
-"""Settings a resumed run may change; any other difference means the checkpoint is another run's."""
+RUN_IDENTITY = {"pairs", "generate_pairs", "pairs_seed", "backbone", "init_from", "seed", "lora_rank", "lora_alpha",
+                "lora_vision", "loss", "max_pixels"}  # fmt: skip
+"""Settings that make a reward run what it is: a checkpoint written under others is another run's."""
 from .model import SpatialScore
 
 
@@ -345,7 +345,11 @@ class RewardTrainer:
         resume_from = self.latest_checkpoint() if c.resume else None
         if resume_from is not None:
             state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
-            check_same_run(state.get("config"), asdict(c), RESUMABLE_CHANGES, resume_from)
+            changed = check_same_run(state.get("config"), asdict(c), RUN_IDENTITY, resume_from)
+            quiet = {"steps", "resume", "threads", "eval_every", "checkpoint_every"}
+            changed = [x for x in changed if x.split(":")[0] not in quiet]
+            if changed and acc.is_main_process:
+                print(f"resuming with changed settings: {', '.join(changed)}", flush=True)
             self.load_checkpoint(model, resume_from)
         model.train()
         opt = torch.optim.AdamW(model.trainable_parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)

@@ -100,6 +100,15 @@ class GRPOConfig:
             check_scorer_name(self.reward)
         except FileNotFoundError as e:
             raise ValueError(f"reward: {e}") from None
+        if self.reward_model:
+            # The checkpoint of the spatialscore reward; with another reward it would silently replace it.
+            if self.reward != "spatialscore":
+                raise ValueError(f"reward_model applies to reward=spatialscore only, but reward is {self.reward!r}: "
+                                 "clear reward_model, or set reward to spatialscore")  # fmt: skip
+            try:
+                check_scorer_name(self.reward_model)
+            except FileNotFoundError as e:
+                raise ValueError(f"reward_model: {e}") from None
         if self.eval_prompts < 0:
             raise ValueError(f"eval_prompts must be zero (no evaluation) or more, got {self.eval_prompts}")
         if self.group_size < 2:

@@ -37,9 +37,15 @@ def load_prompts(config: GRPOConfig) -> list[str]:
     if not config.prompts:
         return sample_prompts(config.num_prompts, config.prompt_seed)
     path = Path(config.prompts)
+    if path.is_dir():
+        raise RunConfigError(f"prompts {config.prompts} is a folder; give a text file with one prompt per line")
     if not path.is_file():
         raise RunConfigError(f"prompt file {config.prompts} does not exist")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RunConfigError(f"prompt file {config.prompts} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise RunConfigError(f"prompt file {config.prompts} has no prompts")
     return prompts
@@ -61,9 +67,16 @@ def build_trainer(config: GRPOConfig, accelerator=None) -> GRPOTrainer:
     from spatial.scorers import load_scorer
     from spatial.world import check
 
+    from spatial.generation.config import ConfigError
+
     from .flux_policy import FluxPolicy
+    from .trainer import check_output_dir
 
     config.validate()
+    try:
+        check_output_dir(config)
+    except ValueError as e:
+        raise RunConfigError(str(e)) from None
     prompts = load_prompts(config)
     check_judgeable(prompts, config.reward, config.preset)
     cuda = torch.cuda.is_available()
@@ -76,11 +89,11 @@ def build_trainer(config: GRPOConfig, accelerator=None) -> GRPOTrainer:
         raise RunConfigError(f"GRPO runs data parallel only; launch it with configs/accelerate/ddp.yaml, "
                              f"not {accelerator.distributed_type.value}")  # fmt: skip
     bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and cuda)
-    gen = GenerationConfig.for_preset(config.preset, base_model=config.base_model,
-                                      dtype="bfloat16" if bf16 else "float32", device=device)  # fmt: skip
     try:
+        gen = GenerationConfig.for_preset(config.preset, base_model=config.base_model or None,
+                                          dtype="bfloat16" if bf16 else "float32", device=device)  # fmt: skip
         pipe = load_pipeline(gen)
-    except ModelUnavailableError as e:
+    except (ConfigError, ModelUnavailableError) as e:
         raise RunConfigError(str(e)) from None
     try:
         scorer = load_scorer(config.reward_model or config.reward, device=device)

@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from spatial.runlog import steps_up_to, stop_on_sigterm, trim_jsonl
+from spatial.runlog import check_same_run, steps_up_to, stop_on_sigterm, trim_jsonl
 
 from .advantages import group_advantages
 from .config import GRPOConfig
@@ -76,6 +76,37 @@ def step_noise_seed(seed: int, iteration: int, prompt_index: int, member: int) -
 
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+RUN_IDENTITY = {"preset", "base_model", "reward", "reward_model", "prompts", "num_prompts", "prompt_seed", "lora_rank",
+                "lora_alpha", "resolution", "seed"}  # fmt: skip
+"""Settings that make a GRPO run what it is: a checkpoint written under others is another run's."""
+QUIET_CHANGES = {"iterations", "resume", "output_dir", "save_every", "eval_every"}
+"""Settings a resumed run changes without a note (running longer, logging more often)."""
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.iterdir() if CHECKPOINT.fullmatch(p.name) and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(CHECKPOINT.fullmatch(p.name).group(1)), default=None)
+
+
+def check_output_dir(config: GRPOConfig) -> list[str]:
+    """Refuse, before anything loads, a fresh run into a folder that holds a run (its log would mix with
+    the old one's, and a later resume would continue the old weights) and a resume of a checkpoint that
+    another run wrote. Returns the settings a resume changes, for a note."""
+    out = Path(config.output_dir)
+    last = last_checkpoint(out)
+    if not config.resume:
+        used = [p.name for p in (last, out / "metrics.jsonl", out / "final") if p is not None and p.exists()]
+        if used:
+            raise ValueError(f"{out} already holds a run ({', '.join(used)}): resume it (--resume true) or give "
+                             "this run another output_dir")  # fmt: skip
+        return []
+    if last is None:
+        return []
+    saved = json.loads((last / "trainer_state.json").read_text()).get("config")
+    changed = check_same_run(saved, config.to_dict(), RUN_IDENTITY, last)
+    return [x for x in changed if x.split(":")[0] not in QUIET_CHANGES]
 
 
 class GRPOTrainer:
@@ -195,9 +226,11 @@ class GRPOTrainer:
 
     def _train(self) -> list[IterationStats]:
         c, acc = self.config, self.accelerator
-        self.out.mkdir(parents=True, exist_ok=True)
         if c.resume:
             self._resume()
+        else:
+            check_output_dir(c)
+        self.out.mkdir(parents=True, exist_ok=True)
         history = []
         bar = tqdm(range(self.start_iteration, c.iterations), initial=self.start_iteration, total=c.iterations,
                    desc="grpo", disable=not acc.is_main_process)  # fmt: skip
@@ -302,11 +335,12 @@ class GRPOTrainer:
         acc.wait_for_everyone()
 
     def _resume(self) -> None:
-        ckpts = [p for p in self.out.iterdir() if CHECKPOINT.fullmatch(p.name) and (p / "trainer_state.json").is_file()]
-        ckpts.sort(key=lambda p: int(CHECKPOINT.fullmatch(p.name).group(1)))
-        if not ckpts:
+        changed = check_output_dir(self.config)  # refuses another run's checkpoint before loading it
+        last = last_checkpoint(self.out)
+        if last is None:  # stopped before its first checkpoint: it starts over, and so does its log
+            if self.accelerator.is_main_process:
+                trim_jsonl(self.out / "metrics.jsonl", steps_up_to(0, "iteration"))
             return
-        last = ckpts[-1]
         state = json.loads((last / "trainer_state.json").read_text())
         # Loaded to the CPU, then copied onto each parameter's device: a checkpoint saved on cuda:0
         # resumes on rank k's GPU, or on a machine without one.
@@ -324,7 +358,6 @@ class GRPOTrainer:
             source = saved_ema if saved_ema is not None else self.params
             self.ema = [e.detach().clone().to(p.device) for e, p in zip(source, self.params)]
         self.optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location="cpu"))
-        changed = _changed_settings(state.get("config", {}), self.config.to_dict())
         if changed and self.accelerator.is_main_process:
             print(f"resuming with changed settings: {', '.join(changed)}", flush=True)
         self.start_iteration = state["iteration"]
@@ -352,13 +385,3 @@ def shuffled(prompts: list[str], seed: int) -> list[str]:
     out = list(prompts)
     random.Random(seed).shuffle(out)
     return out
-
-
-# Settings a resumed run may change without comment.
-_RESUMABLE = {"iterations", "resume", "output_dir", "save_every", "eval_every"}
-
-
-def _changed_settings(saved: dict, current: dict) -> list[str]:
-    """`name: old -> new` for each setting that differs from the checkpoint's run."""
-    return [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in sorted(saved)
-            if k in current and k not in _RESUMABLE and saved[k] != current[k]]  # fmt: skip
