@@ -98,10 +98,15 @@ def test_loading_under_an_existing_name_replaces_that_adapter(base_dir, tmp_path
     assert list(fresh.transformer.peft_config) == ["tuned"]
 
 
-def test_a_missing_adapter_folder_names_the_file_it_expected(base_dir, tmp_path):
+def test_a_missing_adapter_folder_names_the_file_it_expected(base_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     pipe = FluxPipeline.from_pretrained(base_dir)
     with pytest.raises(AdapterUnavailableError, match=WEIGHTS_NAME):
         load_lora(pipe, tmp_path / "nothing-here", "tuned")
+    # `folder/name` is also how Hub ids look: under a folder that exists here it is a missing path.
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(AdapterUnavailableError, match="no LoRA adapter at runs/nothere"):
+        load_lora(pipe, "runs/nothere", "tuned")
 
 
 def test_saving_an_adapter_that_does_not_exist_is_refused(base_dir, tmp_path):

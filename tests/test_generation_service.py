@@ -202,6 +202,9 @@ def test_bad_requests_are_refused_with_a_clear_message(service):
         service.generate([], [0])
     with pytest.raises(ValueError, match="multiple of 16"):
         service.generate(PROMPTS[0], [0], size=30)
+    for zero in ({"steps": 0}, {"size": 0}):  # 0 is a value (refused), not "the default"
+        with pytest.raises(ValueError, match="got 0"):
+            service.generate(PROMPTS[0], [0], **zero)
 
 
 def test_an_adapter_named_like_a_module_method_is_refused_with_a_reason(tiny_dir, tmp_path):

@@ -112,8 +112,10 @@ def _load_as(pipeline: FluxPipeline, where: str, source: str, adapter_name: str)
 
 
 def _looks_local(source: str) -> bool:
-    """A path rather than a Hub id: it exists, or it is absolute/relative/home-based, or has >1 slash."""
-    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~")) or source.count("/") != 1
+    """A path rather than a Hub id: it exists, or it is absolute/relative/home-based, or has >1 slash,
+    or its first part is a local folder (`runs/nothere` is a missing run, not the Hub repo of "runs")."""
+    return (Path(source).expanduser().exists() or source.startswith(("/", ".", "~")) or source.count("/") != 1
+            or Path(source.split("/")[0]).is_dir())  # fmt: skip
 
 
 def _reason(e: BaseException) -> str:

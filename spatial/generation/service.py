@@ -245,9 +245,14 @@ class GenerationService:
 
     def _settings(self, steps, guidance, size) -> tuple[int, float, int]:
         c = self.config
-        steps, guidance, size = steps or c.steps, c.guidance if guidance is None else guidance, size or c.size
-        if steps < 1 or size % 16 or not 16 <= size <= 2048:
-            raise ValueError(f"steps must be >= 1 and size a multiple of 16 in [16, 2048], got {steps} and {size}")
+        # None means "the config's"; 0 is a value, and refused below.
+        steps = c.steps if steps is None else steps
+        guidance = c.guidance if guidance is None else guidance
+        size = c.size if size is None else size
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if size % 16 or not 16 <= size <= 2048:
+            raise ValueError(f"size must be a multiple of 16 in [16, 2048], got {size}")
         return int(steps), float(guidance), int(size)
 
     def _render(self, jobs, steps, guidance, size, callback=None) -> list[Image.Image]:
