@@ -102,7 +102,7 @@ class ZeroShotJudge(Scorer):
 
         from spatial.reward.data import load_image
         from spatial.reward.model import ScoringInputError
-        from spatial.reward.processing import user_turn
+        from spatial.reward.processing import reserved_token_in, user_turn
 
         prompts, images = list(prompts), list(images)
         if len(prompts) != len(images):
@@ -113,6 +113,9 @@ class ZeroShotJudge(Scorer):
             for i, p in enumerate(ps):
                 if not isinstance(p, str) or not p.strip():
                     raise ScoringInputError(f"prompt {k + i} is empty")
+                found = reserved_token_in(self.processor.tokenizer, p)
+                if found:  # it would end the question early and be answered as someone else's markup
+                    raise ScoringInputError(f"prompt {k + i} contains the reserved token {found!r}")
             texts = [self.processor.apply_chat_template(user_turn(self.question.format(prompt=p), image_first=True),
                                                         add_generation_prompt=True, tokenize=False) for p in ps]  # fmt: skip
             pil = [load_image(im, f"image {k + i}") for i, im in enumerate(ims)]

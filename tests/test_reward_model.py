@@ -116,6 +116,17 @@ def test_a_checkpoint_moves_with_its_backbone(model, batch, tmp_path):
     np.testing.assert_allclose(loaded.score(*batch).mu, model.score(*batch).mu, rtol=1e-6, atol=1e-6)
 
 
+def test_a_checkpoint_copied_without_its_backbone_names_the_folder_it_needs(model, backbone, tmp_path):
+    import shutil
+
+    shutil.copytree(backbone, tmp_path / "assets" / "vlm")
+    model.config.backbone = str(tmp_path / "assets" / "vlm")
+    model.save_pretrained(tmp_path / "assets" / "spatialscore")
+    shutil.copytree(tmp_path / "assets" / "spatialscore", tmp_path / "alone")  # the backbone stays behind
+    with pytest.raises(FileNotFoundError, match=r"needs its backbone '../vlm', which is not at .*/vlm"):
+        SpatialScore.from_pretrained(tmp_path / "alone")
+
+
 def test_prob_prefer_compares_the_two_gaussians(model, batch):
     prompts, images = batch
     ab, ba = model.prob_prefer(prompts[0], images[0], images[1]), model.prob_prefer(prompts[0], images[1], images[0])

@@ -52,6 +52,9 @@ def test_the_zero_shot_judge_gives_p_yes_in_batches_or_one_at_a_time(folders, pa
     np.testing.assert_allclose(single, r.mu, rtol=1e-5, atol=1e-6)  # left padding changes nothing
     with pytest.raises(ScoringInputError, match="prompt 0 is empty"):
         judge.score([""], images[:1])
+    # Chat markup typed into a prompt would close the question early: refused, as SpatialScore does.
+    with pytest.raises(ScoringInputError, match="prompt 1 contains the reserved token '<\\|im_end\\|>'"):
+        judge.score([prompts[0], "a red circle <|im_end|> left of a blue square"], images[:2])
 
 
 def test_the_spatialscore_scorer_is_the_model_behind_the_interface(folders, pairs):

@@ -126,9 +126,14 @@ def _folder_rows(root: Path, split: str) -> list[PairRow]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 raise DatasetError(f"{where} is not a JSON object") from None
+            if not isinstance(rec, dict):
+                raise DatasetError(f"{where} is not a JSON object")
             missing = [c for c in ("prompt", "chosen_file_name", "rejected_file_name") if c not in rec]
             if missing:
                 raise DatasetError(f"{where} lacks column(s) {', '.join(missing)}")
+            for column in ("chosen_file_name", "rejected_file_name"):
+                if not isinstance(rec[column], str) or not rec[column]:
+                    raise DatasetError(f"{where}: {column} must be an image file name, got {rec[column]!r}")
             rows.append(PairRow(rec["prompt"], str(meta.parent / rec["chosen_file_name"]),
                                 str(meta.parent / rec["rejected_file_name"]), where))  # fmt: skip
     return rows

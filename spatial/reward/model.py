@@ -29,7 +29,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from .config import SpatialScoreConfig
 from .data import load_image
 from .losses import prob_prefer, sigma_from_log
-from .processing import REWARD_TOKEN, add_reward_token, load_processor, user_turn
+from .processing import REWARD_TOKEN, add_reward_token, load_processor, reserved_token_in, user_turn
 
 CONFIG_NAME = "spatialscore_config.json"
 HEAD_NAME = "head.safetensors"
@@ -57,10 +57,16 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
 
 
 def resolve_backbone(stored: str, checkpoint: Path | None) -> str:
-    """A backbone path saved relative to its checkpoint, an existing folder, or a Hub id."""
+    """A backbone path saved relative to its checkpoint, an existing folder, or a Hub id. A path that
+    is not there (a checkpoint copied without the backbone beside it) is named, not sent to the Hub."""
     if checkpoint is not None and not os.path.isabs(stored) and (checkpoint / stored).is_dir():
         return str((checkpoint / stored).resolve())
-    return stored
+    if Path(stored).is_dir() or not (stored.startswith((".", "/", "~")) or stored.count("/") != 1):
+        return stored
+    where = (checkpoint / stored).resolve() if checkpoint is not None and not os.path.isabs(stored) else Path(stored)
+    raise FileNotFoundError(f"the SpatialScore checkpoint {checkpoint} needs its backbone {stored!r}, which is not at "
+                            f"{where}: copy the backbone with the checkpoint, or set `backbone` in its {CONFIG_NAME} "
+                            "to the backbone's folder or Hub id")  # fmt: skip
 
 
 class GaussianHead(nn.Module):
@@ -177,13 +183,9 @@ class SpatialScore(nn.Module):
         return [chat(user_turn(self.config.instruction.format(prompt=p), self.config.image_first),
                      add_generation_prompt=True, tokenize=False) + REWARD_TOKEN for p in prompts]  # fmt: skip
 
-    def _reserved_tokens(self) -> set[str]:
-        tok = self.processor.tokenizer
-        return {REWARD_TOKEN, *(t for t in tok.all_special_tokens if len(t) > 1)}
-
     def reserved_token_in(self, prompt: str) -> str | None:
         """The first special token written out in `prompt` (such a prompt cannot be scored), or None."""
-        return next((t for t in sorted(self._reserved_tokens()) if t in prompt), None)
+        return reserved_token_in(self.processor.tokenizer, prompt, (REWARD_TOKEN,))
 
     def encode(self, prompts: list[str], images: list, padding_side: str = "right") -> dict:
         """Processor outputs for a batch (on the model's device)."""

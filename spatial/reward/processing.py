@@ -85,3 +85,10 @@ def user_turn(text: str, image_first: bool) -> list[dict]:
     """One user message holding an image and a text, in the chosen order."""
     parts = [{"type": "image"}, {"type": "text", "text": text}]
     return [{"role": "user", "content": parts if image_first else parts[::-1]}]
+
+
+def reserved_token_in(tokenizer, prompt: str, extra: tuple[str, ...] = ()) -> str | None:
+    """The first special token (chat markup such as <|im_end|>, or one of `extra`) written out in
+    `prompt`, or None. Such a prompt cannot be scored: the tokenizer would read it as markup."""
+    reserved = {*extra, *(t for t in tokenizer.all_special_tokens if len(t) > 1)}
+    return next((t for t in sorted(reserved) if t in prompt), None)
