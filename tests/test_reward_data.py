@@ -41,10 +41,10 @@ def test_a_row_without_an_image_column_stops_the_load_and_names_the_line(tmp_pat
     (tmp_path / "train" / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
     with pytest.raises(DatasetError, match=r"metadata.jsonl:2 lacks column\(s\) rejected_file_name"):
         load_pairs(str(tmp_path), "train")
-    for bad, message in ((None, "rejected_file_name must be an image file name, got None"), (3, "got 3")):
+    for bad, message in ((None, "got None"), (3, "got 3")):
         rec["rejected_file_name"] = bad
         (tmp_path / "train" / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
-        with pytest.raises(DatasetError, match=f"metadata.jsonl:2: {message}"):
+        with pytest.raises(DatasetError, match=f"metadata.jsonl:2: rejected_file_name must be an image file name, {message}"):
             load_pairs(str(tmp_path), "train")
     (tmp_path / "train" / "metadata.jsonl").write_text(lines[0] + "\n[1, 2]\n")
     with pytest.raises(DatasetError, match="metadata.jsonl:2 is not a JSON object"):
