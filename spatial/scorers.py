@@ -38,12 +38,21 @@ class Scorer(ABC):
     def score(self, prompts: list[str], images: list) -> ScoreResult:
         """Scores for (prompts[i], images[i]); images are PIL images or paths."""
 
-    def prob_prefer(self, prompt: str, a, b) -> float:
-        """P(score(prompt, a) > score(prompt, b))."""
+    @property
+    def preference(self) -> str:
+        """How two scores become P(a preferred over b) (`spatial.reward.losses.prob_prefer`): a trained
+        SpatialScore's own likelihood; for point scorers a step (1, 0, or 0.5 on a tie)."""
+        return "thurstone"
+
+    def prob_from(self, result: ScoreResult, i: int, j: int) -> float:
+        """P(image i preferred over image j) from scores already computed."""
         from spatial.reward.losses import prob_prefer
 
-        r = self.score([prompt, prompt], [a, b])
-        return float(prob_prefer(r.mu[0], r.sigma[0], r.mu[1], r.sigma[1]))
+        return float(prob_prefer(result.mu[i], result.sigma[i], result.mu[j], result.sigma[j], self.preference))
+
+    def prob_prefer(self, prompt: str, a, b) -> float:
+        """P(a preferred over b for prompt)."""
+        return self.prob_from(self.score([prompt, prompt], [a, b]), 0, 1)
 
 
 class SpatialScoreScorer(Scorer):
@@ -57,6 +66,10 @@ class SpatialScoreScorer(Scorer):
         self.path = str(path)
         self.model = SpatialScore.from_pretrained(path, device=device, dtype=dtype)
         self.batch_size = batch_size
+
+    @property
+    def preference(self) -> str:
+        return self.model.config.preference
 
     def score(self, prompts, images) -> ScoreResult:
         return self.model.score(prompts, images, batch_size=self.batch_size)

@@ -274,3 +274,34 @@ def test_the_train_tab_shows_evaluation_images_of_runs_kept_outside_the_working_
     # The next tick, with nothing new, leaves the gallery as it is instead of sending the images again.
     again = asyncio.run(demo.process_api(refresh, [job.id, None], state=session))["data"][-2]
     assert again == {"__type__": "update"}
+
+
+def test_the_score_tab_ranks_by_a_point_scorer_without_a_probability_and_notes_a_scorer_that_fails(ctx, tmp_path):
+    from spatial.world import render
+    from spatial.world.grammar import parse_prompt
+    from spatial.world.sampler import scene_for
+    from ui.score import score_images
+
+    prompt = "a red circle left of a blue square"
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    render(scene_for(parse_prompt(prompt)), 64).save(good)
+    render(scene_for(parse_prompt("a red circle right of a blue square")), 64).save(bad)
+    judged = score_images(ctx, prompt, str(good), str(bad), "judge")
+    assert "±" not in judged and "P(A better than B)" not in judged  # P(yes) has no spread to compare
+    assert "ranks higher** (a point score: no probability)" in judged
+    # A scorer that cannot read the prompt is a note naming it; the oracle's verdicts still show.
+    unreadable = score_images(ctx, "a red cat left of a blue dog", str(good), str(bad), "oracle")
+    assert "_Oracle score could not score this:" in unreadable and "Oracle:" in unreadable
+
+
+def test_a_comparison_whose_prompts_the_scorer_cannot_read_keeps_its_renders_and_claims_no_win_rate(ctx, monkeypatch):
+    from ui.compare import run_comparison
+
+    monkeypatch.setenv("SPATIAL_SCORER", "oracle")  # reads SpatialWorld's words only
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", lambda message: warnings.append(message))
+    grid, table, files = run_comparison(ctx, "a red cat left of a blue dog", "0", ["bundled"], 2, 32,
+                                        progress=lambda *a, **k: None)  # fmt: skip
+    assert grid.size[0] > 0 and len(files) == 3
+    assert table["mean_spatialscore"].isna().all() and table["win_rate_vs_base"].isna().all()  # not 0.0
+    assert warnings and "could not score these prompts" in warnings[0]

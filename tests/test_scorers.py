@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spatial.reward.config import SpatialScoreConfig
+from spatial.reward.losses import prob_prefer
 from spatial.reward.model import SpatialScore, ScoringInputError
 from spatial.scorers import OracleScorer, Scorer, SpatialScoreScorer, ZeroShotJudge, load_scorer
 from spatial.world import PromptError, render, sample_pair
@@ -62,6 +63,12 @@ def test_the_spatialscore_scorer_is_the_model_behind_the_interface(folders, pair
     prompts, images = [p for p, _, _ in pairs], [w for _, w, _ in pairs]
     np.testing.assert_allclose(scorer.score(prompts, images).mu, scorer.model.score(prompts, images).mu, rtol=1e-5, atol=1e-6)
     assert np.all(scorer.score(prompts, images).sigma > 0)
+    # P(a preferred over b) is the model's own likelihood, through the interface as through the model.
+    (p, w, l), r = pairs[0], scorer.score([pairs[0][0]] * 2, [pairs[0][1], pairs[0][2]])
+    assert scorer.preference == scorer.model.config.preference == "bradley-terry"
+    expected = prob_prefer(r.mu[0], r.sigma[0], r.mu[1], r.sigma[1], "bradley-terry").item()
+    assert scorer.prob_prefer(p, w, l) == pytest.approx(expected, abs=1e-5) == pytest.approx(scorer.prob_from(r, 0, 1))
+    assert scorer.model.prob_prefer(p, w, l) == pytest.approx(expected, abs=1e-5)
 
 
 def test_load_scorer_dispatches_on_names_and_folders(folders, tmp_path):

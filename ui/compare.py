@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from spatial.world import PromptError, check, sample_prompts
 
 from .context import AppContext
-from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter, size_choices
+from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter, scorer_label, size_choices
 
 MAX_CELLS = 64
 
@@ -90,10 +90,17 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     finally:
         service.unload_adapter("compare")  # one run checkpoint in memory at a time, none left behind
     jobs = [(p, s) for p in prompts for s in seeds]
-    scores = {}
-    for ckpt in columns:
-        mu = scorer.score([p for p, _ in jobs], images[ckpt]).mu if scorer is not None else np.full(len(jobs), np.nan)
-        scores[ckpt] = np.asarray(mu)
+    scores = {ckpt: np.full(len(jobs), np.nan) for ckpt in columns}
+    if scorer is None:
+        gr.Warning(ctx.public(f"No scores: SpatialScore is unavailable ({ctx.scorer_error()})"))
+    else:
+        try:
+            for ckpt in columns:
+                scores[ckpt] = np.asarray(scorer.score([p for p, _ in jobs], images[ckpt]).mu, dtype=float)
+        except Exception as e:  # noqa: BLE001 - e.g. prompts the scorer cannot read: keep the renders, say why
+            scores = {ckpt: np.full(len(jobs), np.nan) for ckpt in columns}
+            gr.Warning(ctx.public(f"No scores: {scorer_label(scorer)} could not score these prompts: {e}"))
+    scored = not np.isnan(scores["base"]).any()
     held, per_image = {}, []
     for ckpt in columns:
         try:
@@ -107,8 +114,8 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
             per_image.append({"prompt": p, "seed": s, "checkpoint": ckpt, "spatialscore": float(scores[ckpt][i]),
                               "oracle_satisfied": None if v is None else v.satisfied,
                               "unrequested_objects": None if v is None else len(v.extras)})  # fmt: skip
-        win = float(np.mean(scores[ckpt] > scores["base"])) if ckpt != "base" else float("nan")
-        table.append({"checkpoint": ckpt, "mean_spatialscore": float(np.nanmean(scores[ckpt])) if scorer else None,
+        win = float(np.mean(scores[ckpt] > scores["base"])) if ckpt != "base" and scored else None
+        table.append({"checkpoint": ckpt, "mean_spatialscore": float(np.mean(scores[ckpt])) if scored else None,
                       "win_rate_vs_base": win, "oracle_accuracy": acc, "unrequested_objects": extras, "images": len(jobs)})  # fmt: skip
     df = pd.DataFrame(table)
     out = Path(tempfile.mkdtemp(prefix="compare-"))

@@ -61,16 +61,27 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
     if scorer is None:
         lines.append(f"Scorer unavailable: {ctx.scorer_error(name)}")
     else:
+        label = scorer_label(scorer)
         try:
             r = scorer.score([prompt] * len(images), [im for _, im in images])
-        except Exception as e:  # noqa: BLE001 - e.g. a prompt the toy tokenizer cannot read
-            raise gr.Error(ctx.public(f"SpatialScore could not score this: {e}")) from None
-        lines.append(f"| image | {scorer_label(scorer)} (mu ± sigma) |\n| --- | --- |")
-        lines += [f"| {label} | {r.mu[i]:.3f} ± {r.sigma[i]:.3f} |" for i, (label, _) in enumerate(images)]
-        if len(images) == 2:
-            p = scorer.prob_prefer(prompt, images[0][1], images[1][1])
-            lines.append(f"\n**P(A better than B) = {p:.3f}**")
-    judge = ctx.scorer("judge")
+        except Exception as e:  # noqa: BLE001 - e.g. a prompt the toy tokenizer cannot read: a note, the rest still shows
+            r = None
+            lines.append(ctx.public(f"_{label} could not score this: {e}_"))
+        if r is not None and (r.sigma > 0).all():
+            lines.append(f"| image | {label} (mu ± sigma) |\n| --- | --- |")
+            lines += [f"| {tag} | {r.mu[i]:.3f} ± {r.sigma[i]:.3f} |" for i, (tag, _) in enumerate(images)]
+            if len(images) == 2:
+                p = scorer.prob_from(r, 0, 1)
+                lines.append(f"\n**P(A better than B) = {p:.3f}**")
+        elif r is not None:
+            # A point score (oracle, judge) ranks but has no spread to turn into a probability.
+            lines.append(f"| image | {label} |\n| --- | --- |")
+            lines += [f"| {tag} | {r.mu[i]:.3f} |" for i, (tag, _) in enumerate(images)]
+            if len(images) == 2:
+                a, b = r.mu
+                verdict = "A and B score the same" if a == b else f"{'A' if a > b else 'B'} ranks higher"
+                lines.append(f"\n**{verdict}** (a point score: no probability)")
+    judge = ctx.scorer("judge") if name != "judge" else None  # the judge chosen as scorer is shown above
     if judge is not None:
         try:
             j = judge.score([prompt] * len(images), [im for _, im in images])
