@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0, resume INTEGER NOT NULL DEFAULT 0, queued REAL
 );
 """
-_COLUMNS_ADDED = {"queued": "REAL"}  # columns newer than some existing databases
+_COLUMNS_ADDED = {"queued": "REAL", "family": "TEXT"}  # columns newer than some existing databases
 
 
 MANAGED_SETTINGS = ("output_dir", "checkpoint_dir", "resume")
@@ -351,13 +351,18 @@ class JobManager:
             for job_id, proc in list(self._procs.items()):
                 code = proc.poll() if isinstance(proc, subprocess.Popen) else _adopted_exit(proc)
                 if code is None:
-                    self._family[job_id] = _descendants(proc.pid)
+                    family = _descendants(proc.pid)
+                    if family and [p.pid for p in family] != [p.pid for p in self._family.get(job_id, [])]:
+                        # Kept in the database too: an app that restarts after the leader died can still
+                        # find the workers, which are no longer reachable through it.
+                        self._set(job_id, family=_family_record(family))
+                    self._family[job_id] = family or self._family.get(job_id, [])
                     continue
                 del self._procs[job_id]
+                row = self._row(job_id)
                 # A leader that crashed (or was OOM-killed) leaves its workers running on the GPU: end them
                 # before the next job starts. psutil refuses a pid that was reused since it was seen.
-                _send(self._family.pop(job_id, []), signal.SIGKILL)
-                row = self._row(job_id)
+                _send(self._family.pop(job_id, []) + _family_from(row["family"]), signal.SIGKILL)
                 cancelling = row["status"] == "cancelling"
                 # Finished: its end reached (a cancel may come as the last step ends), or exit 0 uncancelled.
                 # An adopted process's code is unknown (-1), so its run folder decides.
@@ -384,9 +389,15 @@ class JobManager:
                 pass
             if proc is not None:
                 self._procs[row["id"]] = proc
+                # Its workers as last seen, in case the leader ends before it is next looked at.
+                self._family[row["id"]] = _family_from(row["family"])
                 if row["status"] == "cancelling":  # the app went down mid-cancel: the kill timer goes on
                     self._force_kill_after(row["id"], self.cancel_grace_s)
-            elif _finished(Path(row["run_dir"])):  # it got to its end while the app was down
+                continue
+            # The leader is gone; workers it left (in sessions of their own) would hold the GPU while the
+            # next job starts beside them.
+            _send(_family_from(row["family"]), signal.SIGKILL)
+            if _finished(Path(row["run_dir"])):  # it got to its end while the app was down
                 self._set(row["id"], status="succeeded", finished=time.time())
             elif row["status"] == "cancelling":  # it ended while the app was down, as asked
                 self._set(row["id"], status="cancelled", finished=time.time())
@@ -501,6 +512,30 @@ def _descendants(pid: int | None) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except (psutil.Error, TypeError, ValueError):
         return []
+
+
+def _family_record(procs: list[psutil.Process]) -> str:
+    """Processes as JSON [[pid, create_time], ...]: enough to find them again, and only them."""
+    record = []
+    for proc in procs:
+        try:
+            record.append([proc.pid, proc.create_time()])
+        except psutil.Error:
+            continue
+    return json.dumps(record)
+
+
+def _family_from(record: str | None) -> list[psutil.Process]:
+    """The processes of a `_family_record` that still run; a pid reused since by another process is not one."""
+    procs = []
+    for pid, created in json.loads(record or "[]"):
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 0.01:
+                procs.append(proc)
+        except (psutil.Error, TypeError, ValueError):
+            continue
+    return procs
 
 
 def _cmdline(proc: psutil.Process) -> str:

@@ -7,6 +7,7 @@ own tests and the browser test.
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -340,6 +341,43 @@ def test_the_folder_is_free_again_once_the_app_holding_it_is_killed(tmp_path):
         holder.kill()  # SIGKILL: no clean-up runs, the kernel lets go of the lock
         holder.wait()
     JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False).close()
+
+
+def test_workers_a_job_left_while_the_app_was_down_are_ended_when_it_comes_back(tmp_path):
+    # The app dies; then the job's leader crashes, leaving a worker in a session of its own (as
+    # accelerate's workers are). The restarted app must end that worker before the next job starts.
+    app = (f"import sys, time; sys.path.insert(0, {str(Path.cwd())!r})\n"
+           "from spatial.jobs import Actor, JobManager\n"
+           f"m = JobManager({str(tmp_path)!r}, trainers={TRAINERS!r}, poll_s=0.1, use_accelerate=False)\n"
+           "j = m.submit(Actor('alice', True), 'toy', {'steps': 200, 'step_seconds': 0.3, 'fail_at': 8, "
+           "'detached_child': True})\nprint(j.id, flush=True)\ntime.sleep(600)\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", app], stdout=subprocess.PIPE, text=True)
+    job_id = proc.stdout.readline().strip()
+    pid_file = tmp_path / "runs" / job_id / "child.pid"
+    deadline = time.time() + 30
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(int(pid_file.read_text()))
+    try:
+        time.sleep(1.0)  # the app's scheduler has seen the worker
+        proc.kill()
+        proc.wait()
+        with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+            leader = db.execute("SELECT pid FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+        deadline = time.time() + 30
+        while psutil.pid_exists(leader) and psutil.Process(leader).status() != psutil.STATUS_ZOMBIE:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        assert child.is_running()  # nothing has ended it yet
+        manager = JobManager(tmp_path, trainers=TRAINERS, poll_s=0.1, use_accelerate=False)
+        try:
+            assert manager.get(job_id, ADMIN).status == "failed"
+            assert_exits(child)
+        finally:
+            manager.close()
+    finally:
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            child.kill()
 
 
 def test_restart_adopts_a_live_job_and_fails_an_orphan(tmp_path):
