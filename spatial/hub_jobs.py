@@ -75,18 +75,26 @@ def check_unmanaged(trainer_args: list[str]) -> None:
             raise ValueError(f"leave out --{name}; the job writes to runs/<run_name> and uploads it")
 
 
-def job_command(cfg: HubJobConfig, trainer_args: list[str]) -> list[str]:
-    """The container's command: copy the mounted code, install it, train, upload the run."""
+def job_command(cfg: HubJobConfig, trainer_args: list[str], code_dir: str = CODE_DIR, work_dir: str = "/work") -> list[str]:
+    """The container's command: copy the mounted code, install it, train, upload the run. The run is
+    uploaded however training ends (a crash, the job's timeout, `hf jobs cancel`): its checkpoints
+    are what a resume starts from. A SIGTERM to the job reaches the trainer processes themselves, which
+    finish their step and save a checkpoint (accelerate's launcher would kill them after 5 s)."""
     check_unmanaged(trainer_args)
     run_dir = f"runs/{cfg.run_name}"
     train = ["accelerate", "launch", "--num_processes", str(cfg.num_processes), "-m", TRAINERS[cfg.kind],
              "--output_dir", run_dir, *trainer_args]  # fmt: skip
     upload = ["hf", "upload", cfg.output_repo, run_dir, cfg.run_name, "--private"]
-    script = " && ".join([
-        f"cp -r {CODE_DIR} /work && cd /work",
-        "pip install --quiet -r requirements.txt",
-        shlex.join(train),
-        shlex.join(upload),
+    on_term = "pkill -TERM -P $train; wait $train"  # the launcher's children: the trainer processes
+    script = "\n".join([
+        f"cp -r {shlex.quote(code_dir)} {shlex.quote(work_dir)} && cd {shlex.quote(work_dir)} || exit 1",
+        "pip install --quiet -r requirements.txt || exit 1",
+        f"{shlex.join(train)} &",
+        "train=$!",
+        f"trap {shlex.quote(on_term)} TERM",
+        "wait $train; status=$?",
+        f"{shlex.join(upload)} || {{ echo 'the run folder could not be uploaded' >&2; [ $status -eq 0 ] && status=1; }}",
+        "exit $status",
     ])  # fmt: skip
     return ["bash", "-c", script]
 

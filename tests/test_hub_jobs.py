@@ -68,6 +68,62 @@ def test_a_hub_job_runs_the_trainer_under_accelerate_on_the_mounted_code_and_upl
     assert TOKEN not in json.dumps(spec["command"]) and TOKEN not in json.dumps(spec.get("environment"))
 
 
+def container(tmp_path, worker: str):
+    """The job's script run here, in bash, with stand-ins for what only the container has: `pip`, the
+    `hf` CLI (it records what it would upload) and `accelerate`, whose one child is the trainer."""
+    bin_dir, code = tmp_path / "bin", tmp_path / "code"
+    bin_dir.mkdir()
+    code.mkdir()
+    (code / "requirements.txt").write_text("")
+    (tmp_path / "worker.py").write_text(worker)
+    tools = {"pip": "exit 0",
+             "hf": f'echo "$@" > {tmp_path}/uploaded; ls "$3" > {tmp_path}/uploaded-files',
+             "accelerate": f'{sys.executable} {tmp_path}/worker.py "$@" &\nwait $!'}  # fmt: skip
+    for name, body in tools.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = job_command(CFG, ["--iterations", "5"], code_dir=str(code), work_dir=str(tmp_path / "work"))[-1]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+SAVES_A_CHECKPOINT = """
+import os, signal, sys, time
+out = sys.argv[sys.argv.index("--output_dir") + 1]
+os.makedirs(out + "/checkpoint-1")
+def saved_and_stopped(*_):
+    os.makedirs(out + "/checkpoint-2")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, saved_and_stopped)
+open(out + "/started", "w").close()
+time.sleep(float(os.environ.get("TRAIN_SECONDS", "0")))
+sys.exit(int(os.environ.get("TRAIN_EXIT", "0")))
+"""
+
+
+def test_a_hub_job_whose_training_crashes_still_uploads_its_checkpoints_and_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN_EXIT", "3")
+    proc = container(tmp_path, SAVES_A_CHECKPOINT)
+    assert proc.wait(timeout=60) == 3  # the job fails as its trainer did
+    assert (tmp_path / "uploaded").read_text().split() == ["upload", "me/spatial-runs", "runs/grpo-1", "grpo-1", "--private"]
+    assert "checkpoint-1" in (tmp_path / "uploaded-files").read_text()
+
+
+def test_a_cancelled_hub_job_lets_the_trainer_save_then_uploads_what_it_saved(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    monkeypatch.setenv("TRAIN_SECONDS", "60")
+    proc = container(tmp_path, SAVES_A_CHECKPOINT)
+    deadline = time.time() + 30
+    while not (tmp_path / "work" / "runs" / "grpo-1" / "started").exists():
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # what `hf jobs cancel` and the job's timeout send
+    proc.wait(timeout=30)
+    assert (tmp_path / "uploaded-files").read_text().split() == ["checkpoint-1", "checkpoint-2", "started"]
+
+
 def test_trainer_arguments_with_shell_characters_stay_single_arguments():
     script = job_command(CFG, ["--prompts", "my prompts.txt; rm -rf /"])[-1]
     assert "--prompts 'my prompts.txt; rm -rf /'" in script
