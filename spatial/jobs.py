@@ -278,6 +278,11 @@ class JobManager:
             run = Path(job.run_dir)
             if (run / "spatialscore_config.json").is_file():  # a reward run saves its model in the run folder
                 out.append({"job": job.id, "kind": job.kind, "path": str(run), "step": None, "status": job.status})
+            # ... and its resumable checkpoints, each a whole model folder, under checkpoints/step-N.
+            for ckpt in sorted(run.glob("checkpoints/step-*"), key=_step_of, reverse=True):
+                if re.fullmatch(r"step-\d+", ckpt.name) and (ckpt / "spatialscore_config.json").is_file():
+                    out.append({"job": job.id, "kind": job.kind, "path": str(ckpt), "step": _step_of(ckpt),
+                                "status": job.status})  # fmt: skip
             # Only whole checkpoints: a trainer writes `checkpoint-N.partial` first and renames it.
             steps = [p for p in run.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
             for ckpt in sorted(steps, key=_step_of, reverse=True) + [run / "final"]:

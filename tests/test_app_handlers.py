@@ -99,14 +99,22 @@ def test_adapter_values_that_are_paths_or_unknown_runs_are_refused(ctx, value):
         resolve_adapter(ctx, value)
 
 
-def test_scorer_choices_offer_finished_reward_runs_by_job_id_and_nothing_else_loads(ctx, tmp_path):
+def test_scorer_choices_offer_reward_runs_and_their_checkpoints_by_job_id_and_nothing_else_loads(ctx, tmp_path):
     job = finished(ctx, "reward", finish="model")
     assert (f"reward run {job.id}", f"run:{job.id}") in scorer_choices(ctx)
     assert resolve_scorer(ctx, f"run:{job.id}") == job.run_dir
     assert resolve_scorer(ctx, "default") is None and resolve_scorer(ctx, "oracle") == "oracle"
-    for value in (job.run_dir, str(REPO_ROOT / "assets/toy/spatialscore"), "run:nope", "spatialscore"):
+    for value in (job.run_dir, str(REPO_ROOT / "assets/toy/spatialscore"), "run:nope", "spatialscore",
+                  f"run:{job.id}/step-7"):  # fmt: skip
         with pytest.raises(gr.Error, match="Pick a scorer from the list"):
             resolve_scorer(ctx, value)
+    # A reward run's resumable checkpoints are whole models too, so they are offered, even of a run
+    # that stopped before its end.
+    step = Path(job.run_dir) / "checkpoints" / "step-200"
+    step.mkdir(parents=True)
+    (step / "spatialscore_config.json").write_text("{}")
+    assert (f"reward run {job.id} · step 200", f"run:{job.id}/step-200") in scorer_choices(ctx)
+    assert resolve_scorer(ctx, f"run:{job.id}/step-200") == str(step)
 
 
 def test_messages_for_visitors_show_server_folders_relative(ctx):

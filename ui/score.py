@@ -28,25 +28,36 @@ def load_upload(path: str | None, label: str) -> Image.Image | None:
     raise gr.Error(f"Image {label} is {size[0]}x{size[1]}; the limit is {MAX_SIDE} px a side.")
 
 
-def scorer_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """Built-in scorers and every finished reward run (named `run:<job>`: no server path in the page)."""
-    choices = [("Default (SPATIAL_SCORER)", "default"), ("SpatialWorld oracle", "oracle"), ("Zero-shot judge", "judge")]
+def _reward_checkpoints(ctx: AppContext) -> list[tuple[str, str, str]]:
+    """(label, value, folder) of every reward run's model: a finished run's own (`run:<job>`) and each
+    checkpoint of any run, running or stopped ones too (`run:<job>/step-N`). No server path in a value."""
+    out = []
     for ckpt in ctx.jobs.checkpoints("reward"):
-        if ckpt["status"] == "succeeded" and ckpt["step"] is None:
-            choices.append((f"reward run {ckpt['job']}", f"run:{ckpt['job']}"))
-    return choices
+        if ckpt["step"] is None:
+            if ckpt["status"] == "succeeded":
+                out.append((f"reward run {ckpt['job']}", f"run:{ckpt['job']}", ckpt["path"]))
+        else:
+            out.append((f"reward run {ckpt['job']} · step {ckpt['step']}", f"run:{ckpt['job']}/step-{ckpt['step']}",
+                        ckpt["path"]))  # fmt: skip
+    return out
+
+
+def scorer_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Built-in scorers and every reward run's models."""
+    choices = [("Default (SPATIAL_SCORER)", "default"), ("SpatialWorld oracle", "oracle"), ("Zero-shot judge", "judge")]
+    return choices + [(label, value) for label, value, _ in _reward_checkpoints(ctx)]
 
 
 def resolve_scorer(ctx: AppContext, value: str | None) -> str | None:
-    """The scorer a request may load: None (the default), a built-in name, or a finished reward run's
+    """The scorer a request may load: None (the default), a built-in name, or a reward run's model
     folder. Anything else is refused: a request never names a path to load."""
     if value in (None, "", "default"):
         return None
     if value in ("oracle", "judge"):
         return value
-    for ckpt in ctx.jobs.checkpoints("reward"):
-        if ckpt["status"] == "succeeded" and ckpt["step"] is None and value == f"run:{ckpt['job']}":
-            return ckpt["path"]
+    for _, known, folder in _reward_checkpoints(ctx):
+        if value == known:
+            return folder
     raise gr.Error("Pick a scorer from the list (refresh it with ↻ after a reward run finishes).")
 
 
