@@ -57,3 +57,19 @@ def test_the_cli_refuses_a_word_the_oracle_does_not_know(tmp_path, capsys):
     assert relation_knowledge.main(["--results", str(tmp_path), "--split_words", "below"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["split"]["with_words"]["images"] == 0 and out["split"]["without_words"]["images"] == 1
+
+
+def test_evaluation_images_split_by_whether_the_run_trained_on_what_their_prompt_asks(tmp_path):
+    spec = importlib.util.spec_from_file_location("prompt_overlap", Path(__file__).parents[1] / "bench" / "prompt_overlap.py")
+    overlap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overlap)
+    train = tmp_path / "train.txt"
+    train.write_text("a blue square right of a red circle\n")  # asks what the first row asks, in other words
+    rows = [{"prompt": "a red circle left of a blue square", "objects_ok": True, "spatial_ok": True},
+            {"prompt": "a red circle above a blue square", "objects_ok": True, "spatial_ok": False},
+            {"prompt": "a red circle above a blue square", "objects_ok": False, "spatial_ok": False}]  # fmt: skip
+    seen = {overlap.parse_prompt(p).meaning() for p in overlap.training_prompts(str(train))}
+    parts = overlap.split(rows, seen)
+    assert parts["trained on"] == {"prompts": 1, "images": 1, "object_accuracy": 1.0, "spatial_accuracy": 1.0}
+    assert parts["not trained on"] == {"prompts": 1, "images": 2, "object_accuracy": 0.5, "spatial_accuracy": 0.0}
+    assert len(overlap.training_prompts("seed:101:10")) == 10

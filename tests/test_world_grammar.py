@@ -72,3 +72,14 @@ def test_unreadable_prompts_are_refused_with_a_reason(text, message):
 
 def test_case_and_trailing_period_do_not_matter():
     assert parse_prompt("A Red Circle to the left of a blue square.") == parse_prompt("a red circle left of a blue square")
+
+
+def test_prompts_that_ask_for_the_same_thing_in_other_words_have_one_meaning():
+    same = ["a red circle left of a blue square", "a blue square to the right of a red circle",
+            "an image of a blue square right of a red circle"]  # fmt: skip
+    assert len({parse_prompt(p).meaning() for p in same}) == 1
+    assert parse_prompt("a red circle above a blue square").meaning() == parse_prompt("a blue square below a red circle").meaning()
+    assert parse_prompt("a red circle left of a blue square").meaning() != parse_prompt("a blue square left of a red circle").meaning()
+    two = "a red circle left of a blue square; a green diamond above the blue square"
+    swapped = "a green diamond above a blue square, and a red circle left of the blue square"
+    assert parse_prompt(two).meaning() == parse_prompt(swapped).meaning()

@@ -12,7 +12,10 @@ from spatial.world import PromptError, parse_prompt, sample_prompts
 from .config import GRPOConfig
 from .trainer import GRPOTrainer
 
-EVAL_PROMPT_SEED = 4242  # SpatialWorld seed of the fixed evaluation prompts (never trained on)
+# SpatialWorld seed of the fixed prompts rendered during training. Another seed than the training
+# prompts', but not disjoint requests: 1 of its first 16 asks what a default training prompt asks
+# (bench/prompt_overlap.py, docs/TRAINING.md).
+EVAL_PROMPT_SEED = 4242
 
 
 def _accelerator(cuda: bool):

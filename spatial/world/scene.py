@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from .vocab import AXIS, RELATIONS
+from .vocab import AXIS, OPPOSITE, RELATIONS
 
 # GenEval decides "A left of B" when the centre offset, shrunk by POSITION_THRESHOLD times the
 # summed box sizes, points within 60 degrees of the relation's direction (cos >= 0.5).
@@ -86,6 +86,17 @@ class PromptSpec:
     def describe(self) -> list[str]:
         n = self.names()
         return [f"{n[r.subject]} {r.predicate} {n[r.object]}" for r in self.relations]
+
+    def meaning(self) -> tuple[frozenset, frozenset]:
+        """What the prompt asks for, whatever its wording or order: its objects, and its relations each
+        stated one way ("B below A" is "A above B"). Two prompts with the same meaning are one request."""
+        stated = set()
+        for r in self.relations:
+            a, b, predicate = self.objects[r.subject], self.objects[r.object], r.predicate
+            if predicate in ("right of", "below"):
+                a, b, predicate = b, a, OPPOSITE[predicate]
+            stated.add((a, predicate, b))
+        return frozenset(self.objects), frozenset(stated)
 
     def to_dict(self) -> dict:
         return {
