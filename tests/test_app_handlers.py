@@ -259,6 +259,7 @@ def test_the_train_tab_shows_evaluation_images_of_runs_kept_outside_the_working_
     # only places Gradio sends files from. The handlers must still show that run's images.
     import asyncio
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     from gradio.state_holder import SessionState
 
@@ -276,11 +277,16 @@ def test_the_train_tab_shows_evaluation_images_of_runs_kept_outside_the_working_
     demo.has_launched = True  # Gradio checks file paths only once launched
     refresh = next(f for f in demo.fns.values() if any(t[1] == "change" for t in f.targets))
     session = SessionState(demo)
-    gallery = asyncio.run(demo.process_api(refresh, [job.id, None], state=session))["data"][-2]
+
+    def call():  # in a thread of its own: the browser tests' Playwright may hold this thread's event loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, demo.process_api(refresh, [job.id, None], state=session)).result()["data"]
+
+    gallery = call()[-2]
     assert len(gallery) == 1 and gallery[0]["caption"] == "it 1 · 00-seed0"
     assert Path(gallery[0]["image"]["path"]).is_file()
     # The next tick, with nothing new, leaves the gallery as it is instead of sending the images again.
-    again = asyncio.run(demo.process_api(refresh, [job.id, None], state=session))["data"][-2]
+    again = call()[-2]
     assert again == {"__type__": "update"}
 
 
