@@ -21,4 +21,6 @@ demo = build_app(settings, context)
 
 if __name__ == "__main__":
     context.start()
-    demo.queue(default_concurrency_limit=None, max_size=QUEUE_SIZE).launch(**launch_kwargs(settings))
+    # api_open=False: requests to the REST routes wait in the queue like the page's own, so the
+    # per-event limits (one render at a time on the one pipeline) hold for API callers too.
+    demo.queue(default_concurrency_limit=None, max_size=QUEUE_SIZE, api_open=False).launch(**launch_kwargs(settings))

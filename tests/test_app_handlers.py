@@ -319,3 +319,84 @@ def test_a_comparison_whose_prompts_the_scorer_cannot_read_keeps_its_renders_and
     assert grid.size[0] > 0 and len(files) == 3
     assert table["mean_spatialscore"].isna().all() and table["win_rate_vs_base"].isna().all()  # not 0.0
     assert warnings and "could not score these prompts" in warnings[0]
+
+
+def test_of_reward_run_checkpoints_only_the_last_one_asked_for_stays_loaded_and_a_failed_load_is_retried(ctx, monkeypatch):
+    import ui.context as context
+
+    loads = []
+
+    def load_scorer(name):
+        loads.append(name)
+        if name.endswith("broken"):
+            raise FileNotFoundError(f"{name} is being written")
+        return object()
+
+    monkeypatch.setattr("spatial.scorers.load_scorer", load_scorer)
+    ctx.scorer("oracle")
+    for folder in ("runs/a/step-2", "runs/a/step-4", "runs/a/step-6"):
+        ctx.scorer(folder)
+    assert set(ctx._scorers) == {"oracle", "runs/a/step-6"}  # a visitor cannot pile models up in memory
+    assert ctx.scorer("runs/a/broken") is None and "being written" in ctx.scorer_error("runs/a/broken")
+    ctx.scorer("runs/a/broken")
+    assert loads.count("runs/a/broken") == 1  # not retried at once...
+    monkeypatch.setattr(context, "SCORER_RETRY_S", 0.0)
+    ctx.scorer("runs/a/broken")
+    assert loads.count("runs/a/broken") == 2  # ...but not remembered as broken forever
+
+
+def test_a_missing_size_means_the_preset_s_and_a_bad_one_is_refused_by_name(ctx):
+    from ui.generate import clean_size
+
+    assert clean_size(ctx, None) == ctx.generation.config.size and clean_size(ctx, "64") == 64
+    for bad, message in (("abc", "Size must be"), (30, "multiple of 16"), (4096, "Size must be")):
+        with pytest.raises(gr.Error, match=message):
+            clean_size(ctx, bad)
+
+
+def test_compare_judges_each_prompt_apart_and_names_run_columns_by_job_and_step(ctx, monkeypatch):
+    from ui.compare import column_label, run_comparison
+
+    assert column_label("run:20261207-121751-2e1fc4/checkpoint-200") == "2e1fc4 step 200"
+    assert column_label("run:20261207-121751-2e1fc4/final") == "2e1fc4 final"
+    assert column_label("bundled") == "bundled"
+    monkeypatch.setattr(gr, "Warning", lambda message: None)
+    prompts = "a red circle left of a blue square\na photo of a cat"
+    _, table, _ = run_comparison(ctx, prompts, "0", [], 2, 32, progress=lambda *a, **k: None)
+    assert not table["oracle_accuracy"].isna().any()  # the cat does not wipe out the circle's verdict
+
+
+def test_two_visitors_generating_with_different_checkpoints_at_once_each_get_their_own(ctx):
+    # Off a Space, API calls may reach the handler side by side; the "picked" adapter slot is shared,
+    # so loading a checkpoint and rendering with it must not interleave with another request.
+    import shutil
+    import threading
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from ui.generate import build_generate_tab
+
+    job = finished(ctx, "grpo")
+    for folder, scale in (("checkpoint-2", 4.0), ("final", -4.0)):
+        dst = Path(job.run_dir) / folder
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(REPO_ROOT / "assets" / "toy" / "rl-lora", dst)
+        weights = dst / "pytorch_lora_weights.safetensors"
+        save_file({k: v * scale if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
+    with gr.Blocks() as demo:
+        build_generate_tab(ctx, send_to_annotation=lambda state: "")
+    render = next(f.fn for f in demo.fns.values() if f.name == "render")
+    prompt, picks = "a red circle to the left of a blue square", [f"run:{job.id}/checkpoint-2", f"run:{job.id}/final"]
+
+    def tuned(pick):
+        return np.asarray(render(prompt, 0, 6, 3.5, 32, pick, lambda *a, **k: None)[0][1])
+
+    alone = {pick: tuned(pick) for pick in picks}
+    assert not np.array_equal(*alone.values())
+    got = []
+    for _ in range(6):
+        threads = [threading.Thread(target=lambda p=pick: got.append((p, tuned(p)))) for pick in picks]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    assert len(got) == 12 and all(np.array_equal(image, alone[pick]) for pick, image in got)

@@ -63,6 +63,8 @@ def test_vocabulary_is_closed_and_sufficient():
         ("a red circle", "cannot read"),
         ("a red circle left of the red circle", "itself"),
         ("a red blue left of a green square", "not a '<colour> <shape>'"),
+        ("a réd círcle left of a blue square", "'círcle', 'réd'"),  # whole words, not their ASCII pieces
+        ("a red circle left of 2 blue squares", "'2', 'squares'"),
     ],
 )
 def test_unreadable_prompts_are_refused_with_a_reason(text, message):

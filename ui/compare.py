@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from spatial.world import PromptError, check, sample_prompts
 
 from .context import AppContext
-from .generate import adapter_choices, clean_prompt, clean_steps, resolve_adapter, scorer_label, size_choices
+from .generate import adapter_choices, clean_prompt, clean_size, clean_steps, resolve_adapter, scorer_label, size_choices
 
 MAX_CELLS = 64
 
@@ -54,6 +54,23 @@ def grid_image(images: list[list[Image.Image]], columns: list[str], row_labels: 
     return grid
 
 
+def _verdict(image, prompt):
+    try:
+        return check(image, prompt)
+    except PromptError:
+        return None
+
+
+def column_label(value: str) -> str:
+    """A grid column's header: `run:<job>/checkpoint-200` is too long for a cell, and cut short every
+    run's columns would read alike; the job's random suffix and the step tell them apart."""
+    if value.startswith("run:"):
+        job, _, name = value[4:].partition("/")
+        step = "final" if name == "final" else name.replace("checkpoint-", "step ")
+        return f"{job.rsplit('-', 1)[-1]} {step}"
+    return value
+
+
 def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoints: list[str], steps, size,
                    progress=gr.Progress()):  # fmt: skip
     prompts = [clean_prompt(p) for p in str(prompts_text or "").splitlines() if p.strip()]
@@ -63,7 +80,7 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     checkpoints = ["base"] + [c for c in dict.fromkeys(checkpoints or []) if c != "base"]
     if len(prompts) * len(seeds) * len(checkpoints) > MAX_CELLS:
         raise gr.Error(f"That is more than {MAX_CELLS} images; use fewer prompts, seeds or checkpoints.")
-    steps = clean_steps(steps)
+    steps, size = clean_steps(steps), clean_size(ctx, size)
     sources = {c: resolve_adapter(ctx, c) for c in checkpoints if c != "base"}
     busy = ctx.gpu_busy_message()
     if busy:
@@ -75,16 +92,17 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     scorer = ctx.scorer()
     columns, table, images = [], [], {}
     try:
-        for k, ckpt in enumerate(checkpoints):
-            progress(k / len(checkpoints), desc=f"rendering {ckpt}")
-            if ckpt == "base":
-                name = None
-            elif ckpt == "bundled":
-                name = "tuned"
-            else:
-                name = service.load_adapter(sources[ckpt], "compare")
-            images[ckpt] = service.generate(prompts, seeds, int(steps), None, int(size), adapter=name)
-            columns.append(ckpt)
+        with service.exclusive():  # the "compare" slot holds this request's checkpoint while it renders
+            for k, ckpt in enumerate(checkpoints):
+                progress(k / len(checkpoints), desc=f"rendering {ckpt}")
+                if ckpt == "base":
+                    name = None
+                elif ckpt == "bundled":
+                    name = "tuned"
+                else:
+                    name = service.load_adapter(sources[ckpt], "compare")
+                images[ckpt] = service.generate(prompts, seeds, int(steps), None, size, adapter=name)
+                columns.append(ckpt)
     except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
         raise gr.Error(ctx.public(str(e))) from None
     finally:
@@ -103,13 +121,13 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     scored = not np.isnan(scores["base"]).any()
     held, per_image = {}, []
     for ckpt in columns:
-        try:
-            verdicts = [check(im, p) for (p, _), im in zip(jobs, images[ckpt])]
-            held[ckpt] = [v.satisfied for v in verdicts]
-            acc = float(np.mean(held[ckpt]))
-            extras = float(np.mean([len(v.extras) for v in verdicts]))  # clutter: the reward hack accuracy misses
-        except PromptError:
-            verdicts, held[ckpt], acc, extras = [None] * len(jobs), [None] * len(jobs), float("nan"), float("nan")
+        # Per prompt: one prompt outside SpatialWorld leaves the others judged.
+        verdicts = [_verdict(im, p) for (p, _), im in zip(jobs, images[ckpt])]
+        judged = [v for v in verdicts if v is not None]
+        held[ckpt] = [None if v is None else v.satisfied for v in verdicts]
+        acc = float(np.mean([v.satisfied for v in judged])) if judged else float("nan")
+        # Clutter: the reward hack that accuracy misses.
+        extras = float(np.mean([len(v.extras) for v in judged])) if judged else float("nan")
         for i, ((p, s), v) in enumerate(zip(jobs, verdicts)):
             per_image.append({"prompt": p, "seed": s, "checkpoint": ckpt, "spatialscore": float(scores[ckpt][i]),
                               "oracle_satisfied": None if v is None else v.satisfied,
@@ -120,7 +138,7 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     df = pd.DataFrame(table)
     out = Path(tempfile.mkdtemp(prefix="compare-"))
     index = {p: n + 1 for n, p in enumerate(dict.fromkeys(prompts))}
-    grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], columns,
+    grid = grid_image([[images[c][i] for c in columns] for i in range(len(jobs))], [column_label(c) for c in columns],
                       [f"prompt {index[p]}\nseed {s}" for p, s in jobs],
                       [[held[c][i] for c in columns] for i in range(len(jobs))])  # fmt: skip
     grid.save(out / "grid.png")

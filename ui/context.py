@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from functools import cached_property
 
@@ -19,6 +21,8 @@ from .auth import user_name
 # Not a seed any documented dataset uses (docs/TRAINING.md: 0 and 1 for training data, 31337 for the
 # held-out reward set), so labels made on the starter queue never leak into an evaluation.
 SEED_PAIRS_SEED = 2718
+BUILT_IN_SCORERS = ("spatialscore", "oracle", "judge")
+SCORER_RETRY_S = 60.0  # a scorer that failed to load (a Hub outage, a folder being written) is tried again after this
 
 
 class AppContext:
@@ -81,23 +85,34 @@ class AppContext:
         return float(scorer.score([prompt], [image]).mu[0])
 
     def scorer(self, name: str | None = None):
-        """A scorer by name (default SPATIAL_SCORER, else `spatialscore`), or None with the reason
-        kept for `scorer_error`; loaded once per process."""
+        """A scorer by name (default SPATIAL_SCORER, else `spatialscore`; or a reward run's folder), or
+        None with the reason kept for `scorer_error`. The default and the built-in ones stay loaded;
+        of reward-run checkpoints only the last one asked for does (visitors pick them: each would be
+        a whole model held forever). A failed load is tried again after SCORER_RETRY_S."""
         from spatial.scorers import load_scorer
 
-        name = name or os.environ.get("SPATIAL_SCORER") or "spatialscore"
+        default = os.environ.get("SPATIAL_SCORER") or "spatialscore"
+        name = name or default
         with self._lock:
+            failed = self._scorer_errors.get(name)
+            if failed is not None and time.monotonic() - failed[1] > SCORER_RETRY_S:
+                del self._scorer_errors[name]
             if name not in self._scorers and name not in self._scorer_errors:
+                kept = {default, *BUILT_IN_SCORERS}
+                for other in [k for k in self._scorers if k not in kept]:
+                    del self._scorers[other]  # freed before the next one loads
+                gc.collect()
                 try:
                     self._scorers[name] = load_scorer(name)
                 except Exception as e:  # noqa: BLE001 - any load failure means "unavailable", shown to the user
-                    self._scorer_errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    self._scorer_errors[name] = (reason, time.monotonic())
             return self._scorers.get(name)
 
     def scorer_error(self, name: str | None = None) -> str | None:
         name = name or os.environ.get("SPATIAL_SCORER") or "spatialscore"
         error = self._scorer_errors.get(name)
-        return None if error is None else self.public(error)
+        return None if error is None else self.public(error[0])
 
     def public(self, text: str) -> str:
         """A message fit for any visitor: the server's own folders shown relative, never absolute.
@@ -117,5 +132,5 @@ class AppContext:
         import torch
 
         if torch.cuda.is_available() and self.jobs.gpu_busy():
-            return "The GPU is busy with a training job; generation is paused until it finishes. Try again later."
+            return "The GPU is busy with a training job; rendering and scoring wait until it finishes. Try again later."
         return None

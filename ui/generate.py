@@ -60,6 +60,16 @@ def clean_number(value, what: str, lo: float, hi: float, whole: bool = False) ->
     return int(number) if whole else number
 
 
+def clean_size(ctx: AppContext, size) -> int:
+    """An image side in pixels; None (a cleared dropdown, an API call without it) means the preset's."""
+    if size is None or size == "":
+        return int(ctx.generation.config.size)
+    size = int(clean_number(size, "Size", 16, 2048, whole=True))
+    if size % 16:
+        raise gr.Error(f"Size must be a multiple of 16, got {size}.")
+    return size
+
+
 def clean_steps(steps) -> int:
     return clean_number(steps, "Steps", 1, 100, whole=True)
 
@@ -183,7 +193,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
 
     def render(prompt, seed, steps, guidance, size, adapter, progress=gr.Progress()):
         prompt, seed = clean_prompt(prompt), clean_seed(seed)
-        steps, guidance = clean_steps(steps), clean_guidance(guidance)
+        steps, guidance, size = clean_steps(steps), clean_guidance(guidance), clean_size(ctx, size)
         source = resolve_adapter(ctx, adapter)
         busy = ctx.gpu_busy_message()
         if busy:
@@ -194,17 +204,18 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
         service = ctx.generation
         progress(0, desc="loading the model")
         try:
-            if source != "bundled":
-                service.load_adapter(source, "picked")
-                name = "picked"
-            else:
-                name = "tuned"
-            # No RL LoRA yet (the embedded default before any RL run): the base side still renders.
-            missing = service.tuned_status() if name == "tuned" else None
-            if missing:
-                base, tuned = service.generate(prompt, [seed], int(steps), float(guidance), int(size))[0], None
-            else:
-                base, tuned = service.compare(prompt, seed, int(steps), float(guidance), int(size), adapter=name)
+            with service.exclusive():  # nobody else's adapter gets into the "picked" slot before we render
+                if source != "bundled":
+                    service.load_adapter(source, "picked")
+                    name = "picked"
+                else:
+                    name = "tuned"
+                # No RL LoRA yet (the embedded default before any RL run): the base side still renders.
+                missing = service.tuned_status() if name == "tuned" else None
+                if missing:
+                    base, tuned = service.generate(prompt, [seed], int(steps), float(guidance), size)[0], None
+                else:
+                    base, tuned = service.compare(prompt, seed, int(steps), float(guidance), size, adapter=name)
         except (ModelUnavailableError, AdapterUnavailableError, ValueError) as e:
             raise gr.Error(ctx.public(str(e))) from None
         progress(0.9, desc="scoring")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from contextlib import contextmanager
 import weakref
 from pathlib import Path
 from typing import Callable, Sequence
@@ -161,6 +162,13 @@ class GenerationService:
         if self._active == TUNED and self._tuned_error:
             return self._tuned_error
         return f"No adapter named {self._active!r} is loaded; load one with load_adapter()."
+
+    @contextmanager
+    def exclusive(self):
+        """Hold the one pipeline for a sequence of calls (load an adapter, then render with it), so no
+        other request switches or replaces adapters in between. Re-entrant: the calls inside lock too."""
+        with self._lock:
+            yield self
 
     def load_adapter(self, path_or_id: str | Path, name: str = TUNED) -> str:
         """Load a diffusers-format LoRA (folder or Hub id) onto the one transformer as `name`

@@ -54,7 +54,8 @@ _KNOWN = set(words())
 
 
 def unknown_words(text: str) -> list[str]:
-    tokens = re.findall(r"[a-z]+", text.lower())
+    # Whole words in any script (`réd`, not the pieces `r` and `d`), digits too.
+    tokens = re.findall(r"\w+", text.lower())
     return sorted({t for t in tokens if t not in _KNOWN})
 
 
