@@ -51,3 +51,13 @@ def test_malformed_weights_are_refused_with_one_line(tmp_path, capsys, weights):
     assert write_prompts.main(["--out", str(tmp_path / "p.txt"), "--weights", weights]) == 2
     assert "weights must look like" in capsys.readouterr().err
     assert not (tmp_path / "p.txt").exists()
+
+
+def test_the_default_file_is_byte_for_byte_the_one_the_shipped_lora_trained_on(tmp_path, capsys):
+    import hashlib
+
+    # sha256 of runs/prompts-weighted.txt as the shipped run read it (docs/TRAINING.md, "Spatial-RL").
+    write_prompts.main(["--out", str(tmp_path / "p.txt")])
+    data = (tmp_path / "p.txt").read_bytes()
+    assert data.count(b"\n") == 9254
+    assert hashlib.sha256(data).hexdigest() == "32d70b9e5219eab063fcdc69e6efa1089776f37253552f7637fe9edfb7a09345"
