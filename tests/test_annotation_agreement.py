@@ -91,4 +91,9 @@ def test_the_oracle_as_scorer_agrees_with_a_correct_majority(tmp_path):
     rep = agreement_report(store.labels(), score=lambda prompt, img: float(check(img, prompt).satisfied),
                            load_image=store.load_image)  # fmt: skip
     # Pair 0's majority is the rejected image: the oracle disagrees there and agrees on the other 11.
-    assert rep.scorer == {"pairs": 12, "agree": 11, "tied": 0, "agreement": pytest.approx(11 / 12)}
+    assert rep.scorer == {"pairs": 12, "agree": 11, "tied": 0, "agreement": pytest.approx(11 / 12), "unreadable": 0}
+    # A pair whose image file is gone is counted as such, not a crash of the whole report.
+    store.image_path(store.pairs()[3].image_a).unlink()
+    rep = agreement_report(store.labels(), score=lambda prompt, img: float(check(img, prompt).satisfied),
+                           load_image=store.load_image)  # fmt: skip
+    assert rep.scorer["pairs"] == 11 and rep.scorer["unreadable"] == 1

@@ -158,9 +158,15 @@ def test_the_command_line_imports_exports_and_reports(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["percent_agreement"] == 1.0
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "annotation.sqlite3").write_bytes(b"not a database at all" * 100)
     bad = [(["export", "--store", str(store_dir), "--out", str(tmp_path / "mine")], "not an annotation export"),
            (["stats", "--store", str(tmp_path / "nowhere")], "no annotation store"),
-           (["import", "--store", str(store_dir), "world:zero"], "world:N")]
+           (["import", "--store", str(store_dir), "world:zero"], "world:N"),
+           (["import", "--store", str(tmp_path / "a-file"), "world:2"], "FileExistsError"),
+           (["export", "--store", str(store_dir), "--out", str(tmp_path / "a-file" / "sub")], "Error"),
+           (["stats", "--store", str(tmp_path / "garbage")], "DatabaseError")]  # fmt: skip
     for argv, message in bad:
         assert main(argv) == 2
         err = capsys.readouterr().err

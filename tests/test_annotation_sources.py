@@ -124,3 +124,13 @@ def test_import_source_reads_what_an_admin_types(tmp_path, world_folder):
         with pytest.raises(SourceError, match=match):
             import_source(store, spec)
     assert len(store.pairs()) == 16
+
+
+def test_a_held_out_split_folder_imported_on_its_own_stays_held_out_however_its_path_is_typed(tmp_path, world_folder,
+                                                                                              monkeypatch):  # fmt: skip
+    folder = copy_of(world_folder, tmp_path)
+    for n, typed in enumerate((str(folder / "test"), "copy/test")):
+        store = AnnotationStore(tmp_path / f"s{n}")
+        monkeypatch.chdir(tmp_path)
+        import_pair_folder(store, typed)
+        assert {p.meta["split"] for p in store.pairs()} == {"test"}, typed

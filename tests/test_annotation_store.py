@@ -307,3 +307,31 @@ def test_a_bad_pair_in_a_batch_adds_nothing(tmp_path):
     with pytest.raises(SourceError, match="pair 3 image a is not a readable image"):
         store.add_pairs(items)
     assert store.pairs() == [] and not list((tmp_path / "s" / "images").glob("*/*.png"))
+
+
+def test_pairs_held_on_other_annotators_leases_are_not_counted_as_left_for_you(tmp_path):
+    store = store_with(tmp_path, n=2, overlap=1)
+    store.next_pair("bob")
+    store.next_pair("ann")
+    assert store.progress("carl").available == 0 and store.next_pair("carl") is None  # the text and the queue agree
+
+
+def test_the_same_comparison_with_its_images_swapped_is_the_same_pair(tmp_path):
+    store = store_with(tmp_path, n=1)
+    [pair] = store.pairs()
+    a, b = store.load_image(pair.image_a), store.load_image(pair.image_b)
+    assert store.add_pair(pair.prompt, b, a) == pair.id  # not a second pair to show the same annotator
+    assert len(store.pairs()) == 1
+    summary = store.add_pairs([PairInput(pair.prompt, b, a, "again")])
+    assert (summary.added, summary.existing) == (0, 1)
+
+
+def test_an_image_too_large_to_decode_is_refused_before_it_is_decoded(tmp_path):
+    store = store_with(tmp_path, n=0)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (15000, 15000)).save(huge)  # 225 M pixels: PIL's own bomb check fires
+    wide = tmp_path / "wide.png"
+    Image.new("1", (9000, 10)).save(wide)
+    for path, message in ((huge, "too large an image"), (wide, "9000x10 pixels")):
+        with pytest.raises(SourceError, match=message):
+            store.add_pair("a red circle left of a blue square", path, Image.new("RGB", (8, 8)))

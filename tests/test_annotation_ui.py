@@ -59,6 +59,20 @@ def test_a_pair_with_an_unreadable_image_is_skipped_with_a_note_instead_of_shown
     assert (label.pair_id, label.label, label.note) == (broken, "skip", "image unreadable")
 
 
+def test_after_the_most_unreadable_pairs_in_a_row_a_readable_next_one_is_still_shown(h, store, monkeypatch):
+    import ui.annotate as annotate
+
+    monkeypatch.setattr(annotate, "MAX_UNREADABLE", 2)
+    order = []
+    while (a := store.next_pair("probe")) is not None:  # the queue's order, as ann will see it
+        order.append(a.pair_id)
+        store.submit("probe", a.pair_id, "skip")
+    for pid in order[:2]:  # a skip adds no vote: ann gets the pairs in the same order
+        store.images.path(store.pair(pid).image_a).write_bytes(b"broken")
+    shown = h.show_next(None, Request("ann"))[3]
+    assert shown == order[2]  # two skipped, then the third, readable, pair: not an error
+
+
 def test_statistics_without_a_working_scorer_still_show_the_human_agreement(store, tmp_path):
     def unavailable(prompt, image):
         raise RuntimeError("SpatialScore unavailable: no checkpoint")

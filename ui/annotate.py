@@ -147,7 +147,7 @@ class AnnotateHandlers:
         store = self.get_store()
         # A pair whose image file is gone or damaged would come back at every request (its lease is
         # renewed): skip it for this annotator, say so, and show the next one.
-        for _ in range(MAX_UNREADABLE):
+        for skipped in range(MAX_UNREADABLE + 1):
             if assignment is None:
                 break
             try:
@@ -156,14 +156,15 @@ class AnnotateHandlers:
                 print(f"annotate: pair {assignment.pair_id} has an unreadable image ({type(e).__name__}); skipped",
                       file=sys.stderr)  # fmt: skip
                 store.submit(who, assignment.pair_id, "skip", assignment.showing_id, "image unreadable")
+                if skipped == MAX_UNREADABLE:
+                    raise gr.Error("Several pairs in a row have unreadable images; ask an admin to check the "
+                                   "annotation store.") from None  # fmt: skip
                 status = "A pair whose image could not be read was skipped."
                 assignment = store.next_pair(who)
                 continue
             progress = self.progress_text(who) + (f"  \n{status}" if status else "")
             return (f"### {assignment.prompt}", left, right, assignment.pair_id, assignment.showing_id, "", progress)
         progress = self.progress_text(who) + (f"  \n{status}" if status else "")
-        if assignment is not None:
-            raise gr.Error("Several pairs in a row have unreadable images; ask an admin to check the annotation store.")
         return ("### Nothing left to label for you. Thank you!", None, None, "", "", "", progress)
 
     # ---- events --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -73,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             writeback.flush()  # waits for the scheduler's first round too (one worker runs them in turn)
             writeback.stop()
             out = {"repo": config.repo_id, "commits": writeback.commits, "labels_written": writeback.cursor}
-    except (AnnotationError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (AnnotationError, ValueError, OSError, sqlite3.Error) as e:  # bad input, a full disk, not a store
+        print(f"error: {type(e).__name__ + ': ' if isinstance(e, (OSError, sqlite3.Error)) else ''}{e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - `push` without a network: the HTTP client's own error types vary
+        if args.command != "push":
+            raise
+        print(f"error: could not reach the Hub ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
     print(json.dumps(out))
     return 0

@@ -183,17 +183,22 @@ def agreement_report(labels: Iterable, score: Callable | None = None, load_image
     if score is not None:
         if load_image is None:
             raise ValueError("scoring needs load_image to open the pair's images")
-        agree = tied = n = 0
+        agree = tied = n = unreadable = 0
         for pid, verdicts in items.items():
             winner = majority(Counter(verdicts))
             if winner not in ("a", "b"):
                 continue
             r = facts[pid]
-            s_a, s_b = float(score(r.prompt, load_image(r.image_a))), float(score(r.prompt, load_image(r.image_b)))
+            try:
+                s_a, s_b = float(score(r.prompt, load_image(r.image_a))), float(score(r.prompt, load_image(r.image_b)))
+            except (OSError, ValueError):  # an image file gone from the store: that pair cannot be scored
+                unreadable += 1
+                continue
             n += 1
             if s_a == s_b:
                 tied += 1
             elif (s_a > s_b) == (winner == "a"):
                 agree += 1
-        rep.scorer = {"pairs": n, "agree": agree, "tied": tied, "agreement": agree / n if n else None}
+        rep.scorer = {"pairs": n, "agree": agree, "tied": tied, "agreement": agree / n if n else None,
+                      "unreadable": unreadable}  # fmt: skip
     return rep

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+HELD_OUT_SPLITS = {"test", "validation", "valid", "eval"}
+"""Split names whose pairs an export keeps out of its train split (import tags pairs with their split)."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .agreement import majority
-from .config import ExportConfig
+from .config import HELD_OUT_SPLITS, ExportConfig
 from .errors import AnnotationError
 from .store import AnnotationStore, LabelRecord, unit_hash
 
@@ -193,7 +193,6 @@ def pair_row(p: ResolvedPair) -> dict:
     }
 
 
-HELD_OUT_SPLITS = {"test", "validation", "valid", "eval"}
 
 
 def write_pairs_subset(store: AnnotationStore, folder: Path, config: ExportConfig,

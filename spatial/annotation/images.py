@@ -39,15 +39,17 @@ def decode_image(image, max_side: int = 4096, what: str = "image") -> Image.Imag
             img = Image.open(image)
         else:
             raise SourceError(f"{what}: expected an image, a path or bytes, got {type(image).__name__}")
+        w, h = img.size  # from the header: a huge image is refused before it is decoded
+        if min(w, h) < 1 or max(w, h) > max_side:
+            raise SourceError(f"{what} is {w}x{h} pixels; sides must be between 1 and {max_side}")
         img.load()  # decodes every byte: truncated files fail here, not later
         img = img.convert("RGB")
     except SourceError:
         raise
+    except Image.DecompressionBombError:  # larger than PIL will open at all
+        raise SourceError(f"{what} is too large an image; sides must be at most {max_side} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:
         raise SourceError(f"{what} is not a readable image ({e})") from None
-    w, h = img.size
-    if min(w, h) < 1 or max(w, h) > max_side:
-        raise SourceError(f"{what} is {w}x{h} pixels; sides must be between 1 and {max_side}")
     return img
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from spatial.world import WorldConfig, example_seed, render, sample_pair
 
+from .config import HELD_OUT_SPLITS
 from .errors import SourceError
 from .images import decode_image
 from .store import AnnotationStore, ImportSummary, PairInput
@@ -101,7 +102,7 @@ def import_pair_folder(store: AnnotationStore, folder: str | Path, splits: tuple
 
     def items() -> Iterator[tuple[str, PairInput]]:
         for path, rows in tables:
-            base = path.parent
+            base = path.parent.resolve()  # resolved like root: how the path was typed must not change the split
             for i, row in enumerate(rows, 1):
                 files = []
                 for col in ("chosen_file_name", "rejected_file_name"):
@@ -110,7 +111,8 @@ def import_pair_folder(store: AnnotationStore, folder: str | Path, splits: tuple
                         raise SourceError(f"{path} line {i}: {col} points outside the dataset folder")
                     files.append(p)
                 meta = {k: v for k, v in row.items() if k not in FOLDER_COLUMNS}
-                meta["split"] = base.name if base != root else "train"
+                # A split folder imported on its own (`pairs/test`) keeps its name, so it stays held out.
+                meta["split"] = base.name if base != root or base.name.lower() in HELD_OUT_SPLITS else "train"
                 yield f"{path} line {i}", PairInput(row["prompt"], files[0], files[1], tag, meta, known="a")
 
     return _add_all(store, items, gold_fraction, store.config.max_image_side)

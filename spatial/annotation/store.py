@@ -329,8 +329,16 @@ class AnnotationStore:
         for digest, data in blobs.items():
             self.images.write(digest, data)  # durable before any row points at it
         added = gold_added = 0
+        ids = [r[0] for r in rows]
         with self._write() as db:
-            for row in rows:
+            for k, row in enumerate(rows):
+                # The same comparison with its images the other way round is the same pair: a second id
+                # would split its votes and show one annotator the same two images twice.
+                swapped = db.execute("SELECT id FROM pairs WHERE prompt = ? AND image_a = ? AND image_b = ?",
+                                     (row[1], row[3], row[2])).fetchone()  # fmt: skip
+                if swapped is not None:
+                    ids[k] = swapped[0]
+                    continue
                 cur = db.execute(
                     "INSERT OR IGNORE INTO pairs (id, prompt, image_a, image_b, known, gold, source, meta, created,"
                     " rank) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -338,7 +346,7 @@ class AnnotationStore:
                 )
                 added += cur.rowcount
                 gold_added += cur.rowcount * row[5]
-        return ImportSummary(added=added, existing=len(rows) - added, gold=gold_added), [r[0] for r in rows]
+        return ImportSummary(added=added, existing=len(rows) - added, gold=gold_added), ids
 
     def pair(self, pair_id: str) -> PairRecord:
         rows = self._read("SELECT * FROM pairs WHERE id = ?", (pair_id,))
@@ -488,18 +496,21 @@ class AnnotationStore:
             one = lambda sql, args=(): self._reader.execute(sql, args).fetchone()[0]  # noqa: E731
             self._reader.execute("BEGIN")  # one snapshot for all five counts
             try:
-                return self._progress(one, who, r)
+                return self._progress(one, who, r, self.clock())
             finally:
                 self._reader.execute("COMMIT")
 
     @staticmethod
-    def _progress(one, who: str, r: int) -> Progress:
+    def _progress(one, who: str, r: int, now: float) -> Progress:
         return Progress(
             labelled=one("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,)),
+            # What `next_pair` could hand out now: slots other annotators hold on a lease are not free.
             available=one(
                 "SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
-                " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)",
-                (r, who),
+                " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)"
+                " AND p.n_votes + (SELECT COUNT(*) FROM assignments a WHERE a.pair_id = p.id"
+                " AND a.label_seq IS NULL AND a.lease_until > ?) < ?",
+                (r, who, now, r),
             ),
             queue=one("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,)),
             pairs=one("SELECT COUNT(*) FROM pairs"),
