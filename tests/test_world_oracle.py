@@ -64,6 +64,18 @@ def test_a_missing_object_leaves_its_relations_unknown():
     assert result.relations[0]["verdict"] == "unknown"
 
 
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_the_soft_edge_of_one_colour_is_not_found_as_another(size):
+    # Orange blended half-way into a light background is nearer yellow than orange; red's edge is
+    # nearer purple. Those fringes must not be found as objects the image does not hold.
+    for shape in ("rectangle", "circle", "diamond", "square", "triangle"):
+        for drawn, named in (("orange", "yellow"), ("red", "purple")):
+            scene = Scene((SceneObject(drawn, shape, 0.3, 0.5, 0.25), SceneObject("blue", "circle", 0.75, 0.5, 0.2)), (240, 240, 240))
+            result = check(render_scene(scene, size), f"a {named} {shape} left of a blue circle")
+            assert result.objects[0]["found"] is False, (size, drawn, shape)
+            assert check(render_scene(scene, size), f"a {drawn} {shape} left of a blue circle").satisfied
+
+
 def test_a_wrong_shape_of_the_right_colour_is_not_the_named_object():
     scene = Scene((SceneObject("red", "square", 0.25, 0.5, 0.22), SceneObject("blue", "square", 0.75, 0.5, 0.22)), (240, 240, 240))
     result = check(render_scene(scene, 64), "a red circle left of a blue square")

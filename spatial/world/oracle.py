@@ -71,7 +71,16 @@ def blob_masks(image) -> list[tuple[str, np.ndarray, np.ndarray]]:
     d_pal = np.linalg.norm(arr[:, :, None, :] - _PALETTE[None, None], axis=-1)
     d_bg = np.linalg.norm(arr - bg, axis=-1)
     nearest, d_near = d_pal.argmin(-1), d_pal.min(-1)
-    labels = np.where((d_near < d_bg) & (d_near < 0.45), nearest, -1)
+    # An object's soft edge is a blend of its colour and the background, and a blend can sit nearer
+    # another palette colour (orange half-way to a light background is nearer yellow, red nearer
+    # purple): such a fringe would be found as an object that is not there. So a pixel takes its
+    # nearest colour only if no other colour explains it clearly better as a background blend.
+    steps = _PALETTE - bg  # (colours, 3): the line from the background to each colour
+    frac = np.clip(((arr - bg) @ steps.T) / np.maximum((steps * steps).sum(-1), 1e-6), 0.0, 1.0)
+    off_line = np.linalg.norm(arr[:, :, None, :] - (bg + frac[..., None] * steps), axis=-1)
+    blend_of = off_line.argmin(-1)
+    fringe = (blend_of != nearest) & (off_line.min(-1) < 0.5 * np.take_along_axis(off_line, nearest[..., None], -1)[..., 0])
+    labels = np.where((d_near < d_bg) & (d_near < 0.45) & ~fringe, nearest, -1)
     out = []
     for ci, colour in enumerate(_NAMES):
         comp, n = ndimage.label(labels == ci)
