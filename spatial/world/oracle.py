@@ -78,8 +78,8 @@ def blob_masks(image) -> list[tuple[str, np.ndarray, np.ndarray]]:
     steps = _PALETTE - bg  # (colours, 3): the line from the background to each colour
     frac = np.clip(((arr - bg) @ steps.T) / np.maximum((steps * steps).sum(-1), 1e-6), 0.0, 1.0)
     off_line = np.linalg.norm(arr[:, :, None, :] - (bg + frac[..., None] * steps), axis=-1)
-    blend_of = off_line.argmin(-1)
-    fringe = (blend_of != nearest) & (off_line.min(-1) < 0.5 * np.take_along_axis(off_line, nearest[..., None], -1)[..., 0])
+    off_nearest = np.take_along_axis(off_line, nearest[..., None], -1)[..., 0]
+    fringe = (off_line.argmin(-1) != nearest) & (off_line.min(-1) < 0.5 * off_nearest)
     labels = np.where((d_near < d_bg) & (d_near < 0.45) & ~fringe, nearest, -1)
     out = []
     for ci, colour in enumerate(_NAMES):
