@@ -44,12 +44,13 @@ def steps_up_to(last: int, key: str = "step") -> Callable[[dict], bool]:
     return lambda row: isinstance(row.get(key), int) and row[key] <= last
 
 
-def check_same_run(saved: dict | None, current: dict, identity: set[str], where: str | Path) -> list[str]:
+def check_same_run(saved: dict | None, current: dict, identity: set[str], quiet: set[str], where: str | Path) -> list[str]:
     """Refuse to resume a checkpoint that another run wrote (an output folder reused for another
     experiment): the result would be half one run, half the other. `identity` names the settings that
-    make a run what it is (data, model, seeds); others (learning rate, length, logging) may change on
-    resume and are returned as `name: old -> new` for a note. `saved` is the config the checkpoint was
-    written under; None (a checkpoint from before configs were kept) is not checked."""
+    make a run what it is (data, model, seeds); others (learning rate, length) may change on resume and
+    are returned as `name: old -> new` for a note, except the `quiet` ones (running longer, logging
+    more often). `saved` is the config the checkpoint was written under; None (a checkpoint from
+    before configs were kept) is not checked."""
     if not saved:
         return []
     differ = sorted(k for k in current if k in saved and saved[k] != current[k])
@@ -58,4 +59,4 @@ def check_same_run(saved: dict | None, current: dict, identity: set[str], where:
         detail = "; ".join(f"{k} {saved[k]!r} there, {current[k]!r} now" for k in foreign[:4])
         raise ValueError(f"{where} is a checkpoint of another run ({detail}): give this run its own output "
                          "folder, or resume with the settings it was started with")
-    return [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differ]
+    return [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in differ if k not in quiet]

@@ -99,9 +99,11 @@ class AppContext:
                 del self._scorer_errors[name]
             if name not in self._scorers and name not in self._scorer_errors:
                 kept = {default, *BUILT_IN_SCORERS}
-                for other in [k for k in self._scorers if k not in kept]:
-                    del self._scorers[other]  # freed before the next one loads
-                gc.collect()
+                evicted = [k for k in self._scorers if k not in kept]
+                for other in evicted:
+                    del self._scorers[other]
+                if evicted:
+                    gc.collect()  # freed before the next one loads
                 try:
                     self._scorers[name] = load_scorer(name)
                 except Exception as e:  # noqa: BLE001 - any load failure means "unavailable", shown to the user

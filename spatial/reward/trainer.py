@@ -34,6 +34,8 @@ PREFERENCE_BY_LOSS = {"mc": "bradley-terry", "closed": "thurstone"}
 RUN_IDENTITY = {"pairs", "generate_pairs", "pairs_seed", "backbone", "init_from", "seed", "lora_rank", "lora_alpha",
                 "lora_vision", "loss", "max_pixels"}  # fmt: skip
 """Settings that make a reward run what it is: a checkpoint written under others is another run's."""
+QUIET_CHANGES = {"steps", "resume", "threads", "eval_every", "checkpoint_every"}
+"""Settings a resumed run changes without a note (running longer, logging more often)."""
 from .model import SpatialScore
 
 
@@ -345,9 +347,7 @@ class RewardTrainer:
         resume_from = self.latest_checkpoint() if c.resume else None
         if resume_from is not None:
             state = torch.load(resume_from / "trainer_state.pt", map_location="cpu", weights_only=False)
-            changed = check_same_run(state.get("config"), asdict(c), RUN_IDENTITY, resume_from)
-            quiet = {"steps", "resume", "threads", "eval_every", "checkpoint_every"}
-            changed = [x for x in changed if x.split(":")[0] not in quiet]
+            changed = check_same_run(state.get("config"), asdict(c), RUN_IDENTITY, QUIET_CHANGES, resume_from)
             if changed and acc.is_main_process:
                 print(f"resuming with changed settings: {', '.join(changed)}", flush=True)
             self.load_checkpoint(model, resume_from)

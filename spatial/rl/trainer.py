@@ -105,8 +105,7 @@ def check_output_dir(config: GRPOConfig) -> list[str]:
     if last is None:
         return []
     saved = json.loads((last / "trainer_state.json").read_text()).get("config")
-    changed = check_same_run(saved, config.to_dict(), RUN_IDENTITY, last)
-    return [x for x in changed if x.split(":")[0] not in QUIET_CHANGES]
+    return check_same_run(saved, config.to_dict(), RUN_IDENTITY, QUIET_CHANGES, last)
 
 
 class GRPOTrainer:
