@@ -10,7 +10,8 @@ model that ignores the words). With --base_model, also how much the T5 encoder's
 object changes when the object swaps roles ("A left of B" vs "B left of A"): cosine 1 means the
 text the transformer reads cannot tell subject from object. With --split_words "below,right of",
 also object and spatial accuracy for the prompts that use any of those words against the rest
-(how a long-tail word costs a base, see --rare_relations).
+(how a long-tail word costs a base, see --rare_relations). Always also: the share of named objects
+found, and object accuracy by the number of objects a prompt names (where a base loses objects).
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def relation_stats(rows: list[dict]) -> dict:
     }  # fmt: skip
 
 
+def object_stats(rows: list[dict]) -> dict:
+    named = [o["found"] for r in rows for o in r["objects"]]
+    by_count = defaultdict(list)
+    for r in rows:
+        by_count[len(r["objects"])].append(r["objects_ok"])
+    return {"named_objects": len(named),
+            "named_objects_found": round(float(np.mean(named)), 4) if named else None,
+            "object_accuracy_by_count": {str(k): {"images": len(v), "object_accuracy": round(float(np.mean(v)), 4)}
+                                         for k, v in sorted(by_count.items())}}  # fmt: skip
+
+
 def split_by_words(rows: list[dict], words: list[str]) -> dict:
     def summary(subset):
         n = len(subset)
@@ -94,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split_words", default=None, help='comma-separated relation words, e.g. "below,right of"')
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in (Path(args.results) / "results.jsonl").read_text().splitlines()]
-    out = {"results": args.results, "images": len(rows), **relation_stats(rows)}
+    out = {"results": args.results, "images": len(rows), **relation_stats(rows), **object_stats(rows)}
     if args.split_words:
         words = [w.strip() for w in args.split_words.split(",") if w.strip()]
         unknown = sorted(set(words) - set(RELATIONS))

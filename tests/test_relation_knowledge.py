@@ -15,7 +15,8 @@ def _row(relation: str, subject_box, object_box, verdict: str, objects_ok=True, 
     return {
         "objects_ok": objects_ok,
         "spatial_ok": spatial_ok,
-        "objects": [{"name": "red circle", "box": subject_box}, {"name": "blue square", "box": object_box}],
+        "objects": [{"name": "red circle", "found": subject_box is not None, "box": subject_box},
+                    {"name": "blue square", "found": object_box is not None, "box": object_box}],
         "relations": [{"subject": "red circle", "relation": relation, "object": "blue square", "verdict": verdict}],
     }
 
@@ -73,3 +74,13 @@ def test_evaluation_images_split_by_whether_the_run_trained_on_what_their_prompt
     assert parts["trained on"] == {"prompts": 1, "images": 1, "object_accuracy": 1.0, "spatial_accuracy": 1.0}
     assert parts["not trained on"] == {"prompts": 1, "images": 2, "object_accuracy": 0.5, "spatial_accuracy": 0.0}
     assert len(overlap.training_prompts("seed:101:10")) == 10
+
+
+def test_object_stats_count_named_objects_found_and_split_object_accuracy_by_how_many_a_prompt_names():
+    two = _row("left of", LEFT, RIGHT, "true")
+    three = _row("left of", None, RIGHT, "false", objects_ok=False, spatial_ok=False)
+    three["objects"].append({"name": "green triangle", "found": True, "box": TOP})
+    stats = relation_knowledge.object_stats([two, three])
+    assert stats["named_objects"] == 5 and stats["named_objects_found"] == 0.8
+    assert stats["object_accuracy_by_count"] == {"2": {"images": 1, "object_accuracy": 1.0},
+                                                 "3": {"images": 1, "object_accuracy": 0.0}}  # fmt: skip
