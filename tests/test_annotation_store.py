@@ -239,7 +239,8 @@ def test_concurrent_annotators_keep_every_rule(tmp_path):
                 if a is None:
                     # None means "nothing free right now": another annotator's lease may still end in
                     # a skip, which frees the slot again. Done only when nothing is left for `who`.
-                    if store.progress(who).available == 0:
+                    progress = store.progress(who)
+                    if progress.available == 0 and progress.waiting == 0:
                         return
                     time.sleep(0.005)
                     continue
@@ -314,6 +315,9 @@ def test_pairs_held_on_other_annotators_leases_are_not_counted_as_left_for_you(t
     store.next_pair("bob")
     store.next_pair("ann")
     assert store.progress("carl").available == 0 and store.next_pair("carl") is None  # the text and the queue agree
+    # ... but they are not gone for carl: both come back if bob's and ann's leases end in skips.
+    assert store.progress("carl").waiting == 2
+    assert store.progress("bob").waiting == 1  # ann's pair; bob's own is not open to him again
 
 
 def test_the_same_comparison_with_its_images_swapped_is_the_same_pair(tmp_path):

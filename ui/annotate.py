@@ -140,7 +140,8 @@ class AnnotateHandlers:
 
     def progress_text(self, who: str) -> str:
         p = self.get_store().progress(who)
-        return (f"**{who}**: {p.labelled} labelled · {p.available} pairs left for you · "
+        waiting = f" (+{p.waiting} held by other annotators now)" if p.waiting else ""
+        return (f"**{who}**: {p.labelled} labelled · {p.available} pairs left for you{waiting} · "
                 f"{p.queue} of {p.pairs} pairs still need labels")  # fmt: skip
 
     def _show(self, who: str, assignment: Assignment | None, status: str = ""):

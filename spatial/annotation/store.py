@@ -199,12 +199,22 @@ class LabelRecord:
         return self.image_b if self.left_image == "a" else self.image_a
 
 
+# Pairs still short of R votes that annotator ? has not been shown, and the live leases on one.
+_OPEN_TO = ("SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
+            " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)")
+_LEASED = ("(SELECT COUNT(*) FROM assignments a WHERE a.pair_id = p.id"
+           " AND a.label_seq IS NULL AND a.lease_until > ?)")
+
+
 @dataclass(frozen=True)
 class Progress:
     labelled: int
     """Labels this annotator stored (skips included)."""
     available: int
-    """Pairs still open that this annotator has not been shown."""
+    """Pairs `next_pair` could hand this annotator now: open, not shown to them, with a slot free."""
+    waiting: int
+    """Pairs open to this annotator whose free slots other annotators hold on a lease now; each comes
+    back if such a lease ends in a skip or runs out (0 with `available` 0: nothing is left for them)."""
     queue: int
     """Pairs that still need labels (fewer than R non-skip labels)."""
     pairs: int
@@ -505,13 +515,8 @@ class AnnotationStore:
         return Progress(
             labelled=one("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,)),
             # What `next_pair` could hand out now: slots other annotators hold on a lease are not free.
-            available=one(
-                "SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
-                " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)"
-                " AND p.n_votes + (SELECT COUNT(*) FROM assignments a WHERE a.pair_id = p.id"
-                " AND a.label_seq IS NULL AND a.lease_until > ?) < ?",
-                (r, who, now, r),
-            ),
+            available=one(_OPEN_TO + " AND p.n_votes + " + _LEASED + " < ?", (r, who, now, r)),
+            waiting=one(_OPEN_TO + " AND p.n_votes + " + _LEASED + " >= ?", (r, who, now, r)),
             queue=one("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,)),
             pairs=one("SELECT COUNT(*) FROM pairs"),
             labels=one("SELECT COUNT(*) FROM labels"),
