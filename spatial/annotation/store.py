@@ -199,13 +199,6 @@ class LabelRecord:
         return self.image_b if self.left_image == "a" else self.image_a
 
 
-# Pairs still short of R votes that annotator ? has not been shown, and the live leases on one.
-_OPEN_TO = ("SELECT COUNT(*) FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
-            " (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?)")
-_LEASED = ("(SELECT COUNT(*) FROM assignments a WHERE a.pair_id = p.id"
-           " AND a.label_seq IS NULL AND a.lease_until > ?)")
-
-
 @dataclass(frozen=True)
 class Progress:
     labelled: int
@@ -503,21 +496,30 @@ class AnnotationStore:
         who = self._who(annotator)
         r = self.config.overlap
         with self._read_lock:
-            one = lambda sql, args=(): self._reader.execute(sql, args).fetchone()[0]  # noqa: E731
-            self._reader.execute("BEGIN")  # one snapshot for all five counts
+            row = lambda sql, args=(): self._reader.execute(sql, args).fetchone()  # noqa: E731
+            self._reader.execute("BEGIN")  # one snapshot for all the counts
             try:
-                return self._progress(one, who, r, self.clock())
+                return self._progress(row, who, r, self.clock())
             finally:
                 self._reader.execute("COMMIT")
 
     @staticmethod
-    def _progress(one, who: str, r: int, now: float) -> Progress:
+    def _progress(row, who: str, r: int, now: float) -> Progress:
+        # Pairs still open to `who` (short of R votes, never shown to them), split by whether a slot is
+        # free now: what `next_pair` could hand out, or what other annotators' live leases hold.
+        available, waiting = row(
+            "SELECT COALESCE(SUM(free), 0), COALESCE(SUM(1 - free), 0) FROM ("
+            " SELECT p.n_votes + (SELECT COUNT(*) FROM assignments a WHERE a.pair_id = p.id"
+            "  AND a.label_seq IS NULL AND a.lease_until > ?) < ? AS free"
+            " FROM pairs p WHERE p.n_votes < ? AND NOT EXISTS"
+            "  (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = ?))",
+            (now, r, r, who),
+        )
         return Progress(
-            labelled=one("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,)),
-            # What `next_pair` could hand out now: slots other annotators hold on a lease are not free.
-            available=one(_OPEN_TO + " AND p.n_votes + " + _LEASED + " < ?", (r, who, now, r)),
-            waiting=one(_OPEN_TO + " AND p.n_votes + " + _LEASED + " >= ?", (r, who, now, r)),
-            queue=one("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,)),
-            pairs=one("SELECT COUNT(*) FROM pairs"),
-            labels=one("SELECT COUNT(*) FROM labels"),
+            labelled=row("SELECT COUNT(*) FROM labels WHERE annotator = ?", (who,))[0],
+            available=available,
+            waiting=waiting,
+            queue=row("SELECT COUNT(*) FROM pairs WHERE n_votes < ?", (r,))[0],
+            pairs=row("SELECT COUNT(*) FROM pairs")[0],
+            labels=row("SELECT COUNT(*) FROM labels")[0],
         )
