@@ -60,3 +60,11 @@ def test_an_unknown_preset_in_the_environment_names_the_choices():
 def test_every_preset_validates():
     for name in PRESETS:
         GenerationConfig.for_preset(name).validate()
+
+
+def test_compiling_the_transformer_is_an_opt_in_setting():
+    assert GenerationConfig.from_env({}).compile is False
+    assert GenerationConfig.from_env({"SPATIAL_COMPILE": "1"}).compile is True
+    assert GenerationConfig.from_env({"SPATIAL_COMPILE": "off"}).compile is False
+    with pytest.raises(ConfigError, match="SPATIAL_COMPILE"):
+        GenerationConfig.from_env({"SPATIAL_COMPILE": "fast"})

@@ -60,6 +60,10 @@ class GenerationConfig:
     """Never contact the Hub (also implied by HF_HUB_OFFLINE=1)."""
     cache_dir: str | None = None
     """Hugging Face cache for Hub downloads; empty: the default (HF_HOME / HF_HUB_CACHE)."""
+    compile: bool = False
+    """`torch.compile` the transformer. Same pixels; on the toy's CPU path 0.6-0.7x the render time
+    (docs/BENCHMARKS.md) after a compile of tens of seconds on the first call of each image size,
+    batch shape and adapter state. Off by default so the app starts at once."""
 
     @classmethod
     def for_preset(cls, name: str = "toy", **overrides) -> "GenerationConfig":
@@ -75,13 +79,19 @@ class GenerationConfig:
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "GenerationConfig":
-        """SPATIAL_PRESET (toy | flux-dev), SPATIAL_BASE_MODEL (folder or Hub id) and SPATIAL_LORA
-        (folder or Hub id of the RL adapter; `none` for none) over the preset's defaults."""
+        """SPATIAL_PRESET (toy | flux-dev), SPATIAL_BASE_MODEL (folder or Hub id), SPATIAL_LORA
+        (folder or Hub id of the RL adapter; `none` for none) and SPATIAL_COMPILE (1 | 0) over the
+        preset's defaults."""
         env = os.environ if env is None else env
         config = cls.for_preset(env.get("SPATIAL_PRESET") or "toy", base_model=env.get("SPATIAL_BASE_MODEL") or None)
         lora = (env.get("SPATIAL_LORA") or "").strip()
         if lora:
             config.lora = None if lora.lower() == "none" else lora
+        flag = (env.get("SPATIAL_COMPILE") or "").strip().lower()
+        if flag:
+            if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ConfigError(f"SPATIAL_COMPILE must be 1 or 0, got {flag!r}")
+            config.compile = flag in ("1", "true", "yes", "on")
         return config
 
     def validate(self) -> None:

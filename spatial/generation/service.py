@@ -83,6 +83,10 @@ def load_pipeline(config: GenerationConfig) -> FluxPipeline:
                                     f"{_how_to_supply(config)}") from e  # fmt: skip
     eval_all(pipe).to(device)
     pipe.set_progress_bar_config(disable=True)
+    if config.compile:
+        # In place, so parameter names (and LoRA loading into them) stay as they are; adapters
+        # attached later or switched per call only trigger a recompile, never a stale graph.
+        pipe.transformer.compile()
     return pipe
 
 
