@@ -62,9 +62,9 @@ class GenerationConfig:
     """Hugging Face cache for Hub downloads; empty: the default (HF_HOME / HF_HUB_CACHE)."""
     compile: bool = False
     """`torch.compile` the transformer. Same pixels; on the toy's CPU path 0.74-0.75x the eager
-    render time at 64 px (0.49-0.96x at 32 px) (docs/BENCHMARKS.md), after a compile of seconds to tens
-    of seconds on the first call of each image size, batch shape and adapter state. Off by
-    default so no visitor waits for a compile."""
+    render time at 64 px, 0.49-0.96x at 32 px (docs/BENCHMARKS.md), after a compile of seconds
+    to tens of seconds on the first call of each image size, batch shape and adapter state. Off
+    by default so no visitor waits for a compile."""
 
     @classmethod
     def for_preset(cls, name: str = "toy", **overrides) -> "GenerationConfig":
