@@ -7,11 +7,13 @@ environment (`GenerationConfig.from_env`), never from code edits.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..cli import parse_bool
 from ..world.vocab import RELATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,11 +90,11 @@ class GenerationConfig:
         lora = (env.get("SPATIAL_LORA") or "").strip()
         if lora:
             config.lora = None if lora.lower() == "none" else lora
-        flag = (env.get("SPATIAL_COMPILE") or "").strip().lower()
-        if flag:
-            if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ConfigError(f"SPATIAL_COMPILE must be 1 or 0, got {flag!r}")
-            config.compile = flag in ("1", "true", "yes", "on")
+        if flag := (env.get("SPATIAL_COMPILE") or "").strip():
+            try:
+                config.compile = parse_bool(flag)
+            except argparse.ArgumentTypeError:
+                raise ConfigError(f"SPATIAL_COMPILE must be 1 or 0, got {flag!r}") from None
         return config
 
     def validate(self) -> None:
