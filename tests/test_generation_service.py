@@ -45,6 +45,15 @@ def nudge_lora(transformer, name: str, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
+def saved_lora(tiny_dir, path, alpha: float = 4, seed: int = 0):
+    """A rank-4 LoRA on the tiny transformer, nudged off zero, saved in the diffusers format at `path`."""
+    source = FluxPipeline.from_pretrained(tiny_dir)
+    add_lora(source.transformer, rank=4, alpha=alpha)
+    nudge_lora(source.transformer, "default", seed=seed)
+    save_lora(source, path)
+    return path
+
+
 @pytest.fixture
 def service(tiny_dir):
     return GenerationService(tiny_config(tiny_dir))
@@ -99,10 +108,7 @@ def test_initial_noise_is_per_seed_whatever_the_batch(service):
 
 
 def test_compare_renders_base_and_tuned_from_one_transformer(tiny_dir, tmp_path):
-    source = FluxPipeline.from_pretrained(tiny_dir)
-    add_lora(source.transformer, rank=4, alpha=8, adapter_name="default")
-    nudge_lora(source.transformer, "default")
-    save_lora(source, tmp_path / "lora")
+    saved_lora(tiny_dir, tmp_path / "lora", alpha=8)
 
     service = GenerationService(tiny_config(tiny_dir))
     base_params = sum(p.numel() for p in service.pipeline.transformer.parameters())
@@ -122,10 +128,7 @@ def test_compare_renders_base_and_tuned_from_one_transformer(tiny_dir, tmp_path)
 
 def test_set_adapter_picks_which_loaded_run_is_the_tuned_side(tiny_dir, tmp_path):
     for k in (1, 2):
-        p = FluxPipeline.from_pretrained(tiny_dir)
-        add_lora(p.transformer, rank=4, alpha=4)
-        nudge_lora(p.transformer, "default", seed=k)
-        save_lora(p, tmp_path / f"run{k}")
+        saved_lora(tiny_dir, tmp_path / f"run{k}", seed=k)
     service = GenerationService(tiny_config(tiny_dir))
     service.load_adapter(tmp_path / "run1", "run1")
     service.load_adapter(tmp_path / "run2", "run2")
@@ -138,10 +141,7 @@ def test_set_adapter_picks_which_loaded_run_is_the_tuned_side(tiny_dir, tmp_path
 
 
 def test_an_unloaded_adapter_leaves_the_transformer_and_its_memory(tiny_dir, tmp_path):
-    source = FluxPipeline.from_pretrained(tiny_dir)
-    add_lora(source.transformer, rank=4, alpha=4)
-    nudge_lora(source.transformer, "default")
-    save_lora(source, tmp_path / "lora")
+    saved_lora(tiny_dir, tmp_path / "lora")
     service = GenerationService(tiny_config(tiny_dir))
     plain = service.generate(PROMPTS[0], [1])[0]
     count = sum(p.numel() for p in service.pipeline.transformer.parameters())
@@ -155,10 +155,7 @@ def test_an_unloaded_adapter_leaves_the_transformer_and_its_memory(tiny_dir, tmp
 
 
 def test_an_error_in_the_middle_of_a_render_leaves_the_adapter_off(tiny_dir, tmp_path, monkeypatch):
-    source = FluxPipeline.from_pretrained(tiny_dir)
-    add_lora(source.transformer, rank=4, alpha=4)
-    nudge_lora(source.transformer, "default")
-    save_lora(source, tmp_path / "lora")
+    saved_lora(tiny_dir, tmp_path / "lora")
     service = GenerationService(tiny_config(tiny_dir))
     service.load_adapter(tmp_path / "lora", "tuned")
     plain = service.generate(PROMPTS[0], [1])[0]
@@ -260,10 +257,7 @@ def test_the_zerogpu_reservation_grows_with_the_work_and_is_capped():
 
 
 def test_a_compiled_transformer_renders_the_same_pixels_for_base_and_tuned(tiny_dir, tmp_path):
-    source = FluxPipeline.from_pretrained(tiny_dir)
-    add_lora(source.transformer, rank=4, alpha=8, adapter_name="default")
-    nudge_lora(source.transformer, "default")
-    save_lora(source, tmp_path / "lora")
+    saved_lora(tiny_dir, tmp_path / "lora", alpha=8)
     eager = GenerationService(tiny_config(tiny_dir))
     compiled = GenerationService(tiny_config(tiny_dir, compile=True))
     before = compiled.generate(PROMPTS[0], [5])[0]  # compiled before any adapter exists
