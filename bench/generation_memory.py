@@ -5,13 +5,18 @@
 Each layout runs in a fresh process (so peak RSS is its own): `one` loads the bundled toy, attaches
 a rank-16 LoRA as the `tuned` adapter and renders GenerationService.compare pairs; `two` loads the
 toy twice (the second with the LoRA merged into its own transformer copy) and renders the same pairs
-one per pipeline. Reported: peak RSS (ru_maxrss) after loading and after rendering, the RSS of the
-same process with one plain pipeline and no adapter (the baseline), and seconds per pair (median).
+one per pipeline; `mixed` is `one` with both sides in a single batch of two, the LoRA applied to the
+tuned row only (peft's per-row `adapter_names`), the lever of rendering both sides in one pass.
+Reported: peak RSS (ru_maxrss) after loading and after rendering, the RSS of the same process with
+one plain pipeline and no adapter (the baseline), and seconds per pair (median).
+
+    python bench/generation_memory.py --repeats 5 --threads 1 --layouts plain,one,mixed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -28,15 +33,35 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child(layout: str, repeats: int) -> dict:
+@contextlib.contextmanager
+def adapter_per_row(transformer, names: list[str | None]):
+    """Run every LoRA layer with one adapter per batch row (None: the base model for that row)."""
+    from peft.tuners.lora import LoraLayer
+
+    rows = [n or "__base__" for n in names]  # peft's name for "no adapter" in a mixed batch
+
+    def hook(module, args, kwargs):
+        return args, {**kwargs, "adapter_names": rows}
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in transformer.modules()
+               if isinstance(m, LoraLayer)]  # fmt: skip
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def child(layout: str, repeats: int, threads: int, size: int) -> dict:
+    import numpy as np
     import torch
     from diffusers import FluxPipeline
 
     from spatial.generation import GenerationConfig, GenerationService, add_lora, sampling
     from spatial.generation.config import TOY_BASE
 
-    torch.set_num_threads(2)
-    prompt, size, steps = "a red circle to the left of a blue square", 32, 20
+    torch.set_num_threads(threads)
+    prompt, steps = "a red circle to the left of a blue square", 20
     config = GenerationConfig.for_preset("toy", device="cpu")
     config.lora = None
 
@@ -51,14 +76,36 @@ def child(layout: str, repeats: int) -> dict:
         service = GenerationService(config)
         service.pipeline
         loaded = peak_mib()
-        run = lambda seed: service.generate(prompt, [seed])  # noqa: E731
+        run = lambda seed: service.generate(prompt, [seed], size=size)  # noqa: E731
     elif layout == "one":
         service = GenerationService(config)
         add_lora(service.pipeline.transformer, rank=16, alpha=32, adapter_name="tuned")
         nudge(service.pipeline.transformer)
         service.adopt_adapter("tuned", "random rank-16")
         loaded = peak_mib()
-        run = lambda seed: service.compare(prompt, seed)  # noqa: E731
+        run = lambda seed: service.compare(prompt, seed, size=size)  # noqa: E731
+    elif layout == "mixed":
+        service = GenerationService(config)
+        transformer = service.pipeline.transformer
+        add_lora(transformer, rank=16, alpha=32, adapter_name="tuned")
+        nudge(transformer)
+        service.adopt_adapter("tuned", "random rank-16")
+        loaded = peak_mib()
+
+        def run(seed):
+            transformer.enable_adapters()
+            transformer.set_adapter("tuned")
+            try:
+                with adapter_per_row(transformer, [None, "tuned"]):
+                    return tuple(sampling.generate_images(service.pipeline, [prompt] * 2, [seed] * 2, steps, 3.5, size))
+            finally:
+                transformer.disable_adapters()
+
+        # Same pixels as the service's two passes, up to the rounding a batch shape may change.
+        apart = service.compare(prompt, 0, size=size)
+        together = run(0)
+        max_diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+                       for a, b in zip(apart, together))  # fmt: skip
     else:
         base = FluxPipeline.from_pretrained(TOY_BASE)
         tuned = FluxPipeline.from_pretrained(TOY_BASE)
@@ -81,26 +128,36 @@ def child(layout: str, repeats: int) -> dict:
         t = time.perf_counter()
         run(r)
         times.append(time.perf_counter() - t)
-    return {"layout": layout, "peak_rss_loaded_mib": round(loaded, 1), "peak_rss_mib": round(peak_mib(), 1),
-            "seconds": round(statistics.median(times), 4), "runs": [round(v, 4) for v in times]}  # fmt: skip
+    out = {"layout": layout, "peak_rss_loaded_mib": round(loaded, 1), "peak_rss_mib": round(peak_mib(), 1),
+           "seconds": round(statistics.median(times), 4), "runs": [round(v, 4) for v in times]}  # fmt: skip
+    if layout == "mixed":
+        out["max_pixel_diff_vs_one"] = max_diff
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the app runs the toy on 1)")
+    ap.add_argument("--size", type=int, default=32, help="image side in pixels")
+    ap.add_argument("--layouts", default="plain,one,two", help="comma-separated: plain, one, two, mixed")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.repeats)))
+        print(json.dumps(child(args.child, args.repeats, args.threads, args.size)))
         return
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
+    unknown = sorted(set(layouts) - {"plain", "one", "two", "mixed"})
+    if unknown or "plain" not in layouts:
+        ap.error(f"--layouts needs plain (the baseline) and takes only plain, one, two, mixed; got {args.layouts!r}")
     results = {}
-    for layout in ("plain", "one", "two"):
-        out = subprocess.run([sys.executable, __file__, "--child", layout, "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+    for layout in layouts:
+        out = subprocess.run([sys.executable, __file__, "--child", layout, "--repeats", str(args.repeats),
+                              "--threads", str(args.threads), "--size", str(args.size)], capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
         results[layout] = json.loads(out.stdout.strip().splitlines()[-1])
         print(results[layout], flush=True)
     plain = results["plain"]["peak_rss_mib"]
-    for layout in ("one", "two"):
+    for layout in (x for x in layouts if x != "plain"):
         results[layout]["rss_vs_one_plain_pipeline"] = round(results[layout]["peak_rss_mib"] / plain, 3)
     print(json.dumps(results))
 
