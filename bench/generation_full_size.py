@@ -14,8 +14,9 @@ CLIP pooled: 768); only their output shapes matter to the transformer. Reported:
 * achieved TFLOP/s: FLOPs of one transformer forward counted by torch.utils.flop_counter
   (every matmul, and attention as 4 * L^2 * d per head), divided by the median step time,
 * the full-size VAE decode and an end-to-end `generate` (encode + 28 steps + decode),
-* base + tuned side by side: a rank-32 LoRA on one transformer switched off/on per call, against two
-  transformers in memory; peak CUDA memory and seconds per pair.
+* base + tuned side by side: a rank-32 LoRA on one transformer switched off/on per call, against
+  both sides in one mixed-adapter batch of two (`adapter_per_row`) and against two transformers in
+  memory; peak CUDA memory and seconds per pair.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from spatial.generation import sampling  # noqa: E402
 from spatial.generation.config import GenerationConfig  # noqa: E402
-from spatial.generation.lora import add_lora  # noqa: E402
+from spatial.generation.lora import adapter_per_row, add_lora  # noqa: E402
 from spatial.generation.service import GenerationService  # noqa: E402
 from spatial.generation.toy import build_tokenizer  # noqa: E402
 
@@ -218,6 +219,22 @@ def main() -> None:
     result["one_pipeline_pair"] = {"seconds": round(statistics.median(pairs), 2), "runs": [round(v, 2) for v in pairs],
                                    "peak_gib": peak_gib(device)}  # fmt: skip
     print("one pipeline", result["one_pipeline_pair"], flush=True)
+    try:  # both sides as one batch of two: the same transformer, the LoRA on the tuned row only
+        peak_reset(device)
+        mixed = []
+        for r in range(args.pair_repeats + 1):  # the first is a warm-up for the batch of two
+            sync(device)
+            t = time.perf_counter()
+            with torch.no_grad(), adapter_per_row(pipe.transformer, [None, "tuned"]):
+                sampling.generate_images(pipe, [PROMPT] * 2, [r] * 2, args.steps, 3.5, args.size)
+            sync(device)
+            mixed.append(time.perf_counter() - t)
+        mixed = mixed[1:]
+        result["mixed_batch_pair"] = {"seconds": round(statistics.median(mixed), 2), "runs": [round(v, 2) for v in mixed],
+                                      "peak_gib": peak_gib(device)}  # fmt: skip
+    except torch.OutOfMemoryError as e:
+        result["mixed_batch_pair"] = {"error": f"out of memory: {str(e).splitlines()[0][:100]}"}
+    print("mixed batch", result["mixed_batch_pair"], flush=True)
     try:
         second = copy.deepcopy(pipe.transformer)  # the layout the service avoids: a merged copy per side
         second.disable_adapters()

@@ -6,7 +6,7 @@ Each layout runs in a fresh process (so peak RSS is its own): `one` loads the bu
 a rank-16 LoRA as the `tuned` adapter and renders GenerationService.compare pairs; `two` loads the
 toy twice (the second with the LoRA merged into its own transformer copy) and renders the same pairs
 one per pipeline; `mixed` is `one` with both sides in a single batch of two, the LoRA applied to the
-tuned row only (peft's per-row `adapter_names`), the lever of rendering both sides in one pass.
+tuned row only (`spatial.generation.adapter_per_row`), the lever of rendering both sides in one pass.
 Reported: peak RSS (ru_maxrss) after loading and after rendering, the RSS of the same process with
 one plain pipeline and no adapter (the baseline), and seconds per pair (median).
 
@@ -16,7 +16,6 @@ one plain pipeline and no adapter (the baseline), and seconds per pair (median).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -33,31 +32,12 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-@contextlib.contextmanager
-def adapter_per_row(transformer, names: list[str | None]):
-    """Run every LoRA layer with one adapter per batch row (None: the base model for that row)."""
-    from peft.tuners.lora import LoraLayer
-
-    rows = [n or "__base__" for n in names]  # peft's name for "no adapter" in a mixed batch
-
-    def hook(module, args, kwargs):
-        return args, {**kwargs, "adapter_names": rows}
-
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in transformer.modules()
-               if isinstance(m, LoraLayer)]  # fmt: skip
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def child(layout: str, repeats: int, threads: int, size: int) -> dict:
     import numpy as np
     import torch
     from diffusers import FluxPipeline
 
-    from spatial.generation import GenerationConfig, GenerationService, add_lora, sampling
+    from spatial.generation import GenerationConfig, GenerationService, adapter_per_row, add_lora, sampling
     from spatial.generation.config import TOY_BASE
 
     torch.set_num_threads(threads)
@@ -93,13 +73,8 @@ def child(layout: str, repeats: int, threads: int, size: int) -> dict:
         loaded = peak_mib()
 
         def run(seed):
-            transformer.enable_adapters()
-            transformer.set_adapter("tuned")
-            try:
-                with adapter_per_row(transformer, [None, "tuned"]):
-                    return tuple(sampling.generate_images(service.pipeline, [prompt] * 2, [seed] * 2, steps, 3.5, size))
-            finally:
-                transformer.disable_adapters()
+            with adapter_per_row(transformer, [None, "tuned"]):
+                return tuple(sampling.generate_images(service.pipeline, [prompt] * 2, [seed] * 2, steps, 3.5, size))
 
         # Same pixels as the service's two passes, up to the rounding a batch shape may change.
         apart = service.compare(prompt, 0, size=size)
@@ -152,8 +127,9 @@ def main() -> None:
         ap.error(f"--layouts needs plain (the baseline) and takes only plain, one, two, mixed; got {args.layouts!r}")
     results = {}
     for layout in layouts:
-        out = subprocess.run([sys.executable, __file__, "--child", layout, "--repeats", str(args.repeats),
-                              "--threads", str(args.threads), "--size", str(args.size)], capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+        command = [sys.executable, __file__, "--child", layout, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads), "--size", str(args.size)]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
         results[layout] = json.loads(out.stdout.strip().splitlines()[-1])
         print(results[layout], flush=True)
     plain = results["plain"]["peak_rss_mib"]

@@ -9,7 +9,9 @@ from diffusers import FluxPipeline
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from spatial.generation import AdapterUnavailableError, add_lora, build_toy_pipeline, load_lora, sampling, save_lora
+from spatial.generation import (
+    AdapterUnavailableError, adapter_per_row, add_lora, build_toy_pipeline, load_lora, sampling, save_lora,
+)  # fmt: skip
 from spatial.generation.lora import WEIGHTS_NAME
 from spatial.generation.toy import TINY
 
@@ -154,3 +156,29 @@ def test_a_replacement_that_fails_to_load_leaves_the_working_adapter_in_place(ba
         load_lora(fresh, tmp_path / "corrupt", "tuned")
     assert list(fresh.transformer.peft_config) == ["tuned"]  # no trial adapter left behind
     assert np.array_equal(render(fresh, "tuned"), before)
+
+
+def test_a_mixed_adapter_batch_renders_each_row_as_its_adapter_alone(base_dir):
+    pipe = FluxPipeline.from_pretrained(base_dir)
+    trained_looking(pipe, rank=4, alpha=8, name="a")
+    trained_looking(pipe, rank=2, alpha=2, name="b")
+    alone = {name: render(pipe, name) for name in (None, "a", "b")}
+    pipe.transformer.disable_adapters()
+
+    with adapter_per_row(pipe.transformer, [None, "a", "b"]):
+        rows = sampling.generate_images(pipe, [PROMPT] * 3, [0] * 3, 3, 3.5, 32)
+    # Float sums may round differently with the batch shape; one 8-bit level is the most it may move.
+    for name, image in zip((None, "a", "b"), rows):
+        assert np.abs(np.asarray(image, dtype=np.int16) - alone[name]).max() <= 1
+    assert not np.array_equal(alone[None], alone["a"]) and not np.array_equal(alone["a"], alone["b"])
+    # Afterwards the adapters are off again and the hooks are gone: a plain render is the base model.
+    after = sampling.generate_images(pipe, [PROMPT], [0], 3, 3.5, 32)[0]
+    assert np.array_equal(np.asarray(after, dtype=np.int16), alone[None])
+
+
+def test_a_mixed_adapter_batch_refuses_an_adapter_that_is_not_loaded(base_dir):
+    pipe = FluxPipeline.from_pretrained(base_dir)
+    trained_looking(pipe, rank=4, alpha=8, name="a")
+    with pytest.raises(AdapterUnavailableError, match="'tuned'"):
+        with adapter_per_row(pipe.transformer, [None, "tuned"]):
+            pass

@@ -10,7 +10,7 @@ import importlib
 _EXPORTS = {
     "config": ["PRESETS", "TUNED", "AdapterUnavailableError", "ConfigError", "GenerationConfig", "ModelUnavailableError",
                "PretrainConfig"],
-    "lora": ["LORA_TARGETS", "add_lora", "load_lora", "save_lora"],
+    "lora": ["LORA_TARGETS", "adapter_per_row", "add_lora", "load_lora", "save_lora"],
     "sampling": ["PromptEmbeds", "decode", "denoise", "encode_prompts", "euler_step", "generate_images",
                  "guidance_vector", "initial_latents", "sigma_schedule", "velocity"],
     "service": ["GenerationService", "load_pipeline"],

@@ -8,11 +8,14 @@ would reload at the wrong scale and render differently.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
 from .config import AdapterUnavailableError
@@ -90,6 +93,37 @@ def load_lora(pipeline: FluxPipeline, path_or_id: str | Path, adapter_name: str 
     # otherwise make renders random.
     transformer.eval()
     return transformer.peft_config[adapter_name]
+
+
+@contextlib.contextmanager
+def adapter_per_row(transformer: FluxTransformer2DModel, names: Sequence[str | None]) -> Iterator[None]:
+    """Inside the block, each forward applies adapter `names[i]` to batch row i (None: the base model).
+
+    A mixed-adapter batch: base and tuned rows share one pass through the transformer, and peft
+    runs each LoRA on its own rows only. Batches must have len(names) rows. The adapters' on/off
+    state is restored on exit. bench/generation_memory.py measures what it buys (docs/BENCHMARKS.md).
+    """
+    unknown = sorted({n for n in names if n is not None} - _adapter_names(transformer))
+    if unknown:
+        loaded = sorted(_adapter_names(transformer))
+        raise AdapterUnavailableError(f"no adapter named {unknown[0]!r} is loaded (loaded: {loaded})")
+    layers = [m for m in transformer.modules() if isinstance(m, LoraLayer)]
+    rows = [n or "__base__" for n in names]  # peft's name for "no adapter" in a mixed batch
+    was_off = bool(layers) and layers[0].disable_adapters
+
+    def hook(module, args, kwargs):
+        return args, {**kwargs, "adapter_names": rows}
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in layers]
+    if was_off:
+        transformer.enable_adapters()  # disabled layers ignore adapter_names and run the base only
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        if was_off:
+            transformer.disable_adapters()
 
 
 def _adapter_names(transformer) -> set[str]:
