@@ -225,7 +225,7 @@ def main() -> None:
         for r in range(args.pair_repeats + 1):  # the first is a warm-up for the batch of two
             sync(device)
             t = time.perf_counter()
-            with torch.no_grad(), adapter_per_row(pipe.transformer, [None, "tuned"]):
+            with adapter_per_row(pipe.transformer, [None, "tuned"]):
                 sampling.generate_images(pipe, [PROMPT] * 2, [r] * 2, args.steps, 3.5, args.size)
             sync(device)
             mixed.append(time.perf_counter() - t)

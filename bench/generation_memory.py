@@ -57,30 +57,24 @@ def child(layout: str, repeats: int, threads: int, size: int) -> dict:
         service.pipeline
         loaded = peak_mib()
         run = lambda seed: service.generate(prompt, [seed], size=size)  # noqa: E731
-    elif layout == "one":
-        service = GenerationService(config)
-        add_lora(service.pipeline.transformer, rank=16, alpha=32, adapter_name="tuned")
-        nudge(service.pipeline.transformer)
-        service.adopt_adapter("tuned", "random rank-16")
-        loaded = peak_mib()
-        run = lambda seed: service.compare(prompt, seed, size=size)  # noqa: E731
-    elif layout == "mixed":
+    elif layout in ("one", "mixed"):
         service = GenerationService(config)
         transformer = service.pipeline.transformer
         add_lora(transformer, rank=16, alpha=32, adapter_name="tuned")
         nudge(transformer)
         service.adopt_adapter("tuned", "random rank-16")
         loaded = peak_mib()
+        run = lambda seed: service.compare(prompt, seed, size=size)  # noqa: E731
+        if layout == "mixed":
+            apart = run(0)  # the service's two passes, to check the one-batch pixels against
 
-        def run(seed):
-            with adapter_per_row(transformer, [None, "tuned"]):
-                return tuple(sampling.generate_images(service.pipeline, [prompt] * 2, [seed] * 2, steps, 3.5, size))
+            def run(seed):  # noqa: F811 - both sides in one batch instead
+                with adapter_per_row(transformer, [None, "tuned"]):
+                    return tuple(sampling.generate_images(service.pipeline, [prompt] * 2, [seed] * 2, steps, 3.5, size))
 
-        # Same pixels as the service's two passes, up to the rounding a batch shape may change.
-        apart = service.compare(prompt, 0, size=size)
-        together = run(0)
-        max_diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
-                       for a, b in zip(apart, together))  # fmt: skip
+            # Same pixels up to the rounding a batch shape may change.
+            max_diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+                           for a, b in zip(apart, run(0)))  # fmt: skip
     else:
         base = FluxPipeline.from_pretrained(TOY_BASE)
         tuned = FluxPipeline.from_pretrained(TOY_BASE)
