@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -55,7 +56,9 @@ def main() -> None:
     service = GenerationService(config)
     prompts = sample_prompts(args.batch, seed=77)
     rows = measure(service, prompts, args)
-    out = {"steps": config.steps, "threads": args.threads, "batch": args.batch, "sizes": rows}
+    # libgomp's wait policy decides whether a second thread pays (docs/BENCHMARKS.md): record it
+    policy = os.environ.get("OMP_WAIT_POLICY") or "default"
+    out = {"steps": config.steps, "threads": args.threads, "omp_wait_policy": policy, "batch": args.batch, "sizes": rows}
     if args.compile:
         eager_images = {size: service.generate(prompts[0], [0], size=size)[0] for size in (32, 64)}
         service.pipeline.transformer.compile()

@@ -93,11 +93,14 @@ class AppSettings:
         return user is not None and user in self.admin_names()
 
 
-def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None) -> int | None:
-    """Intra-op threads for torch on a CPU-only machine: `SPATIAL_CPU_THREADS`, else 1 for the toy.
+def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None, job_running: bool = False) -> int | None:
+    """Intra-op threads for torch on a CPU-only machine: `SPATIAL_CPU_THREADS`, else 2 for the toy
+    (1 while a training job shares the cores, or on a one-core machine).
 
-    The toy models are so small that a second thread costs more in synchronisation than it saves:
-    a 32 px toy image renders in 0.117 s on one thread and 0.304 s on two (docs/BENCHMARKS.md).
+    Two threads render a 64 px toy image in 0.76x the time of one under libgomp's default wait
+    policy, which is how the app runs (docs/BENCHMARKS.md). Under `OMP_WAIT_POLICY=PASSIVE` the
+    second thread sleeps between the model's many small ops and costs more than it saves, and a
+    training job beside the app has the same effect: so one thread then.
     None leaves torch's default (GPU machines, full-size models)."""
     import torch
 
@@ -107,7 +110,11 @@ def cpu_threads(preset: str, env: dict | None = None, cuda: bool | None = None) 
             raise ValueError(f"SPATIAL_CPU_THREADS must be a whole number of threads, got {value!r}")
         return max(1, int(value))
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    return 1 if preset == "toy" and not cuda else None
+    if preset != "toy" or cuda:
+        return None
+    passive = env.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if job_running or passive else min(2, cores)
 
 
 PATH_SETTINGS = ("SPATIAL_DATA_DIR", "SPATIAL_BASE_MODEL", "SPATIAL_LORA", "SPATIAL_SCORER")

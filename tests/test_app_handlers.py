@@ -400,3 +400,33 @@ def test_two_visitors_generating_with_different_checkpoints_at_once_each_get_the
         [t.start() for t in threads]
         [t.join() for t in threads]
     assert len(got) == 12 and all(np.array_equal(image, alone[pick]) for pick, image in got)
+
+
+# ---- CPU threads ---------------------------------------------------------------------------------
+
+
+def test_renders_on_a_cpu_take_one_thread_while_a_training_job_shares_the_cores(ctx, monkeypatch):
+    import os
+
+    import torch
+
+    monkeypatch.delenv("SPATIAL_CPU_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    try:
+        job = ctx.jobs.submit(ADMIN, "grpo", {"steps": 200, "step_seconds": 0.05})
+        deadline = time.time() + 60
+        while ctx.jobs.get(job.id, ADMIN).status != "running":
+            assert time.time() < deadline
+            time.sleep(0.05)
+        ctx.fit_cpu_threads()
+        assert torch.get_num_threads() == 1
+        ctx.jobs.cancel(job.id, ADMIN)
+        while ctx.jobs.gpu_busy():
+            assert time.time() < deadline
+            time.sleep(0.05)
+        ctx.fit_cpu_threads()
+        assert torch.get_num_threads() == min(2, len(os.sched_getaffinity(0)))
+    finally:
+        torch.set_num_threads(before)

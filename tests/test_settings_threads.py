@@ -1,12 +1,25 @@
-"""How many CPU threads the app gives torch (docs/BENCHMARKS.md: one thread renders the toy 2.6x faster)."""
+"""How many CPU threads the app gives torch (docs/BENCHMARKS.md, "Toy FLUX on the CPU")."""
+
+import os
 
 import pytest
 
 from spatial.settings import cpu_threads
 
+CORES = len(os.sched_getaffinity(0))
 
-def test_the_toy_on_a_cpu_runs_on_one_thread():
-    assert cpu_threads("toy", env={}, cuda=False) == 1
+
+def test_the_toy_on_a_cpu_renders_on_two_threads_where_there_are_two_cores():
+    assert cpu_threads("toy", env={}, cuda=False) == min(2, CORES)
+
+
+def test_a_running_training_job_leaves_the_toy_one_thread():
+    assert cpu_threads("toy", env={}, cuda=False, job_running=True) == 1
+
+
+def test_passive_openmp_waiting_leaves_the_toy_one_thread():
+    # a sleeping second thread wakes too late for the toy's small ops: slower than one thread
+    assert cpu_threads("toy", env={"OMP_WAIT_POLICY": "passive"}, cuda=False) == 1
 
 
 def test_full_size_models_and_gpu_machines_keep_torchs_default():
@@ -15,7 +28,8 @@ def test_full_size_models_and_gpu_machines_keep_torchs_default():
 
 
 def test_the_setting_overrides_the_default():
-    assert cpu_threads("toy", env={"SPATIAL_CPU_THREADS": "2"}, cuda=False) == 2
+    assert cpu_threads("toy", env={"SPATIAL_CPU_THREADS": "3"}, cuda=False) == 3
+    assert cpu_threads("toy", env={"SPATIAL_CPU_THREADS": "3"}, cuda=False, job_running=True) == 3
     assert cpu_threads("flux-dev", env={"SPATIAL_CPU_THREADS": "0"}, cuda=True) == 1
 
 

@@ -85,6 +85,7 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
     busy = ctx.gpu_busy_message()
     if busy:
         raise gr.Error(busy)
+    ctx.fit_cpu_threads()
     from spatial.generation.lora import AdapterUnavailableError
     from spatial.generation.service import ModelUnavailableError
 

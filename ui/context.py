@@ -14,7 +14,7 @@ from functools import cached_property
 import gradio as gr
 
 from spatial.jobs import Actor, JobManager
-from spatial.settings import REPO_ROOT, AppSettings
+from spatial.settings import REPO_ROOT, AppSettings, cpu_threads
 
 from .auth import user_name
 
@@ -128,6 +128,16 @@ class AppContext:
             text = re.sub(root + "/", lambda _: inside, text)
             text = re.sub(root + r"(?![\w.-])", lambda _: itself, text)
         return text
+
+    def fit_cpu_threads(self) -> None:
+        """Before a render or a score on a CPU: the toy's thread count for now (one while a job runs).
+
+        Set from the handler's own thread, since OpenMP keeps the count per calling thread."""
+        import torch
+
+        threads = cpu_threads(self.settings.preset, job_running=self.jobs.gpu_busy())
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def gpu_busy_message(self) -> str | None:
         """On a GPU, a running training job owns the device: say so instead of risking OOM."""

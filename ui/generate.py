@@ -198,6 +198,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
         busy = ctx.gpu_busy_message()
         if busy:
             raise gr.Error(busy)
+        ctx.fit_cpu_threads()
         from spatial.generation.lora import AdapterUnavailableError
         from spatial.generation.service import ModelUnavailableError
 

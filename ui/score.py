@@ -70,6 +70,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
     busy = ctx.gpu_busy_message()  # a scorer loaded now could take the memory a training job holds
     if busy:
         raise gr.Error(busy)
+    ctx.fit_cpu_threads()
     lines = []
     scorer = ctx.scorer(name)
     if scorer is None:
