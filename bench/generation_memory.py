@@ -107,7 +107,7 @@ def child(layout: str, repeats: int, threads: int, size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the app runs the toy on 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the app runs the toy on 2, on 1 while a job runs)")
     ap.add_argument("--size", type=int, default=32, help="image side in pixels")
     ap.add_argument("--layouts", default="plain,one,two", help="comma-separated: plain, one, two, mixed")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

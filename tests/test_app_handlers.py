@@ -420,13 +420,28 @@ def test_renders_on_a_cpu_take_one_thread_while_a_training_job_shares_the_cores(
         while ctx.jobs.get(job.id, ADMIN).status != "running":
             assert time.time() < deadline
             time.sleep(0.05)
-        ctx.fit_cpu_threads()
+        ctx.claim_device()
         assert torch.get_num_threads() == 1
         ctx.jobs.cancel(job.id, ADMIN)
         while ctx.jobs.gpu_busy():
             assert time.time() < deadline
             time.sleep(0.05)
-        ctx.fit_cpu_threads()
+        ctx.claim_device()
         assert torch.get_num_threads() == min(2, len(os.sched_getaffinity(0)))
     finally:
         torch.set_num_threads(before)
+
+
+def test_on_a_gpu_a_running_training_job_turns_renders_away_with_a_clear_message(ctx, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the job owns the device
+    ctx.claim_device()  # no job: the render may go ahead
+    job = ctx.jobs.submit(ADMIN, "grpo", {"steps": 200, "step_seconds": 0.05})
+    deadline = time.time() + 60
+    while ctx.jobs.get(job.id, ADMIN).status != "running":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    with pytest.raises(gr.Error, match="GPU is busy with a training job"):
+        ctx.claim_device()
+    ctx.jobs.cancel(job.id, ADMIN)

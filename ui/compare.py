@@ -82,10 +82,7 @@ def run_comparison(ctx: AppContext, prompts_text: str, seeds_text: str, checkpoi
         raise gr.Error(f"That is more than {MAX_CELLS} images; use fewer prompts, seeds or checkpoints.")
     steps, size = clean_steps(steps), clean_size(ctx, size)
     sources = {c: resolve_adapter(ctx, c) for c in checkpoints if c != "base"}
-    busy = ctx.gpu_busy_message()
-    if busy:
-        raise gr.Error(busy)
-    ctx.fit_cpu_threads()
+    ctx.claim_device()
     from spatial.generation.lora import AdapterUnavailableError
     from spatial.generation.service import ModelUnavailableError
 

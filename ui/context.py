@@ -129,20 +129,19 @@ class AppContext:
             text = re.sub(root + r"(?![\w.-])", lambda _: itself, text)
         return text
 
-    def fit_cpu_threads(self) -> None:
-        """Before a render or a score on a CPU: the toy's thread count for now (one while a job runs).
-
-        Set from the handler's own thread, since OpenMP keeps the count per calling thread."""
+    def claim_device(self) -> None:
+        """Before a render or a score. On a GPU a running training job owns the device: a clear
+        error instead of risking OOM. On a CPU it shares the cores: the toy gets its thread count
+        for now (one while a job runs), set from the handler's own thread, since OpenMP keeps the
+        count per calling thread."""
         import torch
 
-        threads = cpu_threads(self.settings.preset, job_running=self.jobs.gpu_busy())
+        job_running = self.jobs.gpu_busy()
+        if torch.cuda.is_available():
+            if job_running:
+                raise gr.Error("The GPU is busy with a training job; rendering and scoring wait until it finishes. "
+                               "Try again later.")  # fmt: skip
+            return
+        threads = cpu_threads(self.settings.preset, job_running=job_running, cuda=False)
         if threads is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-
-    def gpu_busy_message(self) -> str | None:
-        """On a GPU, a running training job owns the device: say so instead of risking OOM."""
-        import torch
-
-        if torch.cuda.is_available() and self.jobs.gpu_busy():
-            return "The GPU is busy with a training job; rendering and scoring wait until it finishes. Try again later."
-        return None

@@ -195,10 +195,7 @@ def build_generate_tab(ctx: AppContext, send_to_annotation=None) -> None:
         prompt, seed = clean_prompt(prompt), clean_seed(seed)
         steps, guidance, size = clean_steps(steps), clean_guidance(guidance), clean_size(ctx, size)
         source = resolve_adapter(ctx, adapter)
-        busy = ctx.gpu_busy_message()
-        if busy:
-            raise gr.Error(busy)
-        ctx.fit_cpu_threads()
+        ctx.claim_device()
         from spatial.generation.lora import AdapterUnavailableError
         from spatial.generation.service import ModelUnavailableError
 

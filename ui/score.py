@@ -67,10 +67,7 @@ def score_images(ctx: AppContext, prompt, path_a, path_b, scorer_name: str | Non
     images = [(label, im) for label, im in (("A", load_upload(path_a, "A")), ("B", load_upload(path_b, "B"))) if im is not None]
     if not images:
         raise gr.Error("Upload at least one image.")
-    busy = ctx.gpu_busy_message()  # a scorer loaded now could take the memory a training job holds
-    if busy:
-        raise gr.Error(busy)
-    ctx.fit_cpu_threads()
+    ctx.claim_device()  # a scorer loaded now could take the memory a training job holds
     lines = []
     scorer = ctx.scorer(name)
     if scorer is None:
